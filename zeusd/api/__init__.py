@@ -1,0 +1,1 @@
+"""HTTP layer: Falcon resources. Never imports pynvml; holds services, not devices."""

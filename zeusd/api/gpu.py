@@ -1,0 +1,75 @@
+"""Query-style GPU routes (current Zeus clients): /gpu/set_*, /gpu/reset_*, /gpu/get_*."""
+
+from __future__ import annotations
+
+from .. import operations as ops
+from ..operations import GpuChange
+from .params import parse_bool, parse_id_list, parse_query, parse_u32
+from .respond import caller_of, send_empty, send_json
+
+# operation -> its value parameters (all u32 except `enabled`)
+WRITE_PARAMS: dict[str, tuple[str, ...]] = {
+    ops.SET_POWER_LIMIT: ("power_limit_mw",),
+    ops.SET_PERSISTENCE_MODE: ("enabled",),
+    ops.SET_GPU_LOCKED_CLOCKS: ("min_clock_mhz", "max_clock_mhz"),
+    ops.RESET_GPU_LOCKED_CLOCKS: (),
+    ops.SET_MEM_LOCKED_CLOCKS: ("min_clock_mhz", "max_clock_mhz"),
+    ops.RESET_MEM_LOCKED_CLOCKS: (),
+    ops.RESET_LOCKED_CLOCKS: (),
+}
+
+
+def build_changes(operation: str, gpu_ids: list[int], values: dict[str, str]) -> list[GpuChange]:
+    """Typed values -> one GpuChange per GPU."""
+    typed: dict[str, object] = {}
+    for name, text in values.items():
+        typed[name] = parse_bool(text) if name == "enabled" else parse_u32(text)
+    return [GpuChange(operation, i, **typed) for i in gpu_ids]
+
+
+class GpuWrite:
+    group = ops.GPU_CONTROL
+
+    def __init__(self, control, operation: str) -> None:
+        self.control = control
+        self.operation = operation
+        self.value_names = WRITE_PARAMS[operation]
+        self.allowed = ("gpu_ids", "block", *self.value_names)
+
+    def on_post(self, req, resp) -> None:
+        params = parse_query(req.query_string, self.allowed, self.allowed)
+        gpu_ids = parse_id_list(params["gpu_ids"], "gpu")
+        block = parse_bool(params["block"])
+        values = {name: params[name] for name in self.value_names}
+        changes = build_changes(self.operation, gpu_ids, values)
+        self.control.check_gpus(gpu_ids)
+        self.control.change(caller_of(req), changes, block)
+        send_empty(resp)
+
+
+class GpuRead:
+    group = ops.GPU_READ
+
+    def __init__(self, reads, method: str) -> None:
+        self.read = getattr(reads, method)
+
+    def on_get(self, req, resp) -> None:
+        params = parse_query(req.query_string, ("gpu_ids",), ())
+        gpu_ids = parse_id_list(params["gpu_ids"], "gpu") if "gpu_ids" in params else None
+        send_json(resp, self.read(caller_of(req), gpu_ids))
+
+
+READ_ROUTES = {
+    "/gpu/get_power": "power",
+    "/gpu/get_cumulative_energy": "cumulative_energy",
+    "/gpu/get_power_limit": "power_limit",
+    "/gpu/get_power_limit_constraints": "power_limit_constraints",
+    "/gpu/get_persistence_mode": "persistence_mode",
+}
+
+
+def add_routes(app, control, reads) -> None:
+    for operation in WRITE_PARAMS:
+        app.add_route(f"/gpu/{operation}", GpuWrite(control, operation))
+    for path, method in READ_ROUTES.items():
+        app.add_route(path, GpuRead(reads, method))

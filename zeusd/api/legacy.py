@@ -1,0 +1,50 @@
+"""Legacy path-style GPU routes (zeus-ml / zeus 0.10-0.13): POST /gpu/{id}/<op>, JSON body.
+
+Errors here are text/plain, as upstream's early daemon answered them.
+"""
+
+from __future__ import annotations
+
+from .. import operations as ops
+from ..errors import ZeusdError
+from ..operations import GpuChange
+from .gpu import WRITE_PARAMS
+from .params import parse_json_body
+from .respond import LegacyError, caller_of, send_empty
+
+LEGACY_OPERATIONS = {
+    "set_power_limit": ops.SET_POWER_LIMIT,
+    "set_persistence_mode": ops.SET_PERSISTENCE_MODE,
+    "set_persistent_mode": ops.SET_PERSISTENCE_MODE,  # zeusd 0.1.0 spelling
+    "set_gpu_locked_clocks": ops.SET_GPU_LOCKED_CLOCKS,
+    "reset_gpu_locked_clocks": ops.RESET_GPU_LOCKED_CLOCKS,
+    "set_mem_locked_clocks": ops.SET_MEM_LOCKED_CLOCKS,
+    "reset_mem_locked_clocks": ops.RESET_MEM_LOCKED_CLOCKS,
+}
+
+
+class LegacyGpuWrite:
+    group = ops.GPU_CONTROL
+
+    def __init__(self, control, operation: str) -> None:
+        self.control = control
+        self.operation = operation
+        names = WRITE_PARAMS[operation]
+        self.fields = {n: (bool if n == "enabled" else int) for n in names}
+        self.fields["block"] = bool
+
+    def on_post(self, req, resp, gpu_id: int) -> None:
+        try:
+            body = parse_json_body(req.bounded_stream.read(), self.fields)
+            block = body.pop("block")
+            self.control.check_gpus([gpu_id])
+            change = GpuChange(self.operation, gpu_id, **body)
+            self.control.change(caller_of(req), [change], block)
+        except ZeusdError as exc:
+            raise LegacyError(exc) from None
+        send_empty(resp)
+
+
+def add_routes(app, control) -> None:
+    for path_op, operation in LEGACY_OPERATIONS.items():
+        app.add_route(f"/gpu/{{gpu_id:int(min=0)}}/{path_op}", LegacyGpuWrite(control, operation))

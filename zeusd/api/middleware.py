@@ -1,0 +1,55 @@
+"""Per-request gate: API group first (404), then bearer-token auth (401/403)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import falcon
+
+from ..auth.tokens import TokenError, decode
+from ..errors import Forbidden, NotFound, Unauthorized
+from ..identity import ENVIRON_KEY, UNKNOWN_UNIX
+
+log = logging.getLogger(__name__)
+_BEARER = "Bearer "
+
+
+class Gate:
+    """Resources declare ``group`` (None = service route that never needs a token)."""
+
+    def __init__(self, enabled_groups: frozenset[str], signing_key: bytes | None) -> None:
+        self.enabled_groups = enabled_groups
+        self.signing_key = signing_key
+
+    def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
+        req.context.caller = caller
+        group = getattr(resource, "group", None)
+        if group is not None and group not in self.enabled_groups:
+            raise NotFound(f"API group '{group}' is not enabled on this server.")
+        if self.signing_key is None or not getattr(resource, "needs_token", group is not None):
+            return
+        claims = self._claims(req)
+        req.context.claims = claims
+        req.context.caller = dataclasses.replace(
+            caller, token_subject=claims.sub, token_scopes=claims.scopes)
+        log.debug("Authenticated request user=%s", claims.sub)
+        if group is not None and group not in claims.scopes:
+            raise Forbidden(
+                f"Token for user '{claims.sub}' lacks required scope '{group}'. "
+                f"Token scopes: {list(claims.scopes)}")
+
+    def _claims(self, req: falcon.Request):
+        header = req.get_header("Authorization")
+        if header is None:
+            raise Unauthorized(
+                "Authentication required. Provide an Authorization: Bearer <token> header.")
+        if not header.startswith(_BEARER):
+            raise Unauthorized("Invalid token: expected 'Bearer <token>'")
+        try:
+            return decode(self.signing_key, header[len(_BEARER):])
+        except TokenError as exc:
+            if exc.expired:
+                raise Unauthorized("Token has expired.") from None
+            raise Unauthorized(f"Invalid token: {exc.reason}") from None

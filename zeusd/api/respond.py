@@ -1,0 +1,45 @@
+"""Small response helpers shared by every resource."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from ..errors import ZeusdError
+from ..identity import ENVIRON_KEY, UNKNOWN_UNIX, Caller
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def send_json(resp: falcon.Response, body: object, status: int = 200) -> None:
+    resp.status = status if isinstance(status, str) else falcon.code_to_http_status(status)
+    resp.content_type = "application/json"
+    resp.data = _dumps(body).encode("utf-8")
+
+
+def send_empty(resp: falcon.Response) -> None:
+    resp.status = falcon.HTTP_200
+    resp.data = b""
+
+
+def send_text(resp: falcon.Response, text: str, status: int) -> None:
+    resp.status = falcon.code_to_http_status(status)
+    resp.content_type = "text/plain; charset=utf-8"
+    resp.data = text.encode("utf-8")
+
+
+def caller_of(req: falcon.Request) -> Caller:
+    """The caller as the transport (and auth) recorded it; unknown -> fail closed."""
+    caller = getattr(req.context, "caller", None)
+    if caller is None:
+        caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
+    return caller
+
+
+class LegacyError(Exception):
+    """Wraps a ZeusdError raised on a legacy route: answered as text/plain."""
+
+    def __init__(self, error: ZeusdError) -> None:
+        super().__init__(error.message)
+        self.error = error

@@ -1,0 +1,220 @@
+"""Audit records: one structured journal entry per decision, else one line on a stream.
+
+Every change decision (allowed or denied), every denied read and every policy
+event is recorded. ``journalctl -u zeusd ZEUSD_DECISION=deny`` finds denials.
+The journal is spoken to through its native datagram protocol, so no
+systemd-python is needed. Recording never raises into the request: a broken
+journal falls back to the stream, a broken stream is given up on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+PRIORITY_WARNING = 4
+PRIORITY_INFO = 6
+_PLAIN_VALUE = re.compile(r"^[^\s\"'=\\]+$")
+_FIELD_NAME = re.compile(r"[^A-Z0-9_]")
+_UNIT_SUFFIXES = (".service", ".scope")
+
+
+def encode_journal(fields: dict[str, str]) -> bytes:
+    """The native journal protocol: KEY=value lines; values with newlines length-prefixed."""
+    out = bytearray()
+    for key, value in fields.items():
+        data = value.encode("utf-8", "replace")
+        if b"\n" in data:
+            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+        else:
+            out += key.encode() + b"=" + data + b"\n"
+    return bytes(out)
+
+
+def format_line(fields: dict[str, str]) -> str:
+    """One line of key=value pairs; values quoted (JSON style) unless plain."""
+    parts = []
+    for key, value in fields.items():
+        if key in ("PRIORITY", "SYSLOG_IDENTIFIER", "OBJECT_PID"):
+            continue
+        name = key.removeprefix("ZEUSD_").lower()
+        shown = value if _PLAIN_VALUE.match(value) else json.dumps(value, ensure_ascii=False)
+        parts.append(f"{name}={shown}")
+    return "zeusd-audit: " + " ".join(parts)
+
+
+def caller_cgroup(pid: int | None, proc_root: str = "/proc") -> str | None:
+    """The caller's cgroup v2 path from /proc/PID/cgroup (one small read), or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"{proc_root}/{pid}/cgroup", encoding="utf-8", errors="replace") as file:
+            lines = file.read(4096).splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("0::"):
+            return line[3:] or None
+    named = [line.split(":", 2)[2] for line in lines if ":name=systemd:" in line]
+    return named[0] if named else None
+
+
+def unit_of(cgroup: str | None) -> str | None:
+    """The innermost systemd unit (.service/.scope) in a cgroup path."""
+    for part in reversed((cgroup or "").split("/")):
+        if part.endswith(_UNIT_SUFFIXES):
+            return part
+    return None
+
+
+def _field_name(key: str) -> str:
+    name = _FIELD_NAME.sub("_", key.upper())
+    return name if name.startswith("ZEUSD_") else f"ZEUSD_{name}"
+
+
+class JournalSender:
+    """Sends records to journald's native socket (path injectable for tests)."""
+
+    def __init__(self, path: str = JOURNAL_SOCKET):
+        self.path = path
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    def send(self, fields: dict[str, str]) -> None:
+        self._socket.sendto(encode_journal(fields), self.path)
+
+
+class Auditor:
+    """Writes audit records; see the module docstring."""
+
+    def __init__(self, *, use_journal: bool | None = None, stream=sys.stderr,
+                 journal_socket: str = JOURNAL_SOCKET, proc_root: str = "/proc"):
+        if use_journal is None:
+            use_journal = os.path.exists(journal_socket)
+        self._journal = JournalSender(journal_socket) if use_journal else None
+        self._stream = stream
+        self._proc_root = proc_root
+        self._lock = threading.Lock()
+        self._journal_failed = False
+
+    @property
+    def uses_journal(self) -> bool:
+        return self._journal is not None and not self._journal_failed
+
+    def change(self, *, caller, change, gpu_uuid: str, decision, policy_hash: str,
+               old_value: str | None, outcome: str) -> None:
+        """Record one change decision on one GPU and what came of it."""
+        try:
+            self._emit(self._change_fields(caller, change, gpu_uuid, decision, policy_hash,
+                                           old_value, outcome))
+        except Exception:  # noqa: BLE001 - auditing must never break a request
+            pass
+
+    def read_denied(self, *, caller, group: str, gpu_index, decision, policy_hash: str) -> None:
+        """Record a denied read (allowed reads are not recorded)."""
+        try:
+            where = "all GPUs" if gpu_index is None else f"GPU {gpu_index}"
+            message = f"denied {caller.describe()} {group} on {where}: {decision.message}"
+            fields = self._base(message, PRIORITY_WARNING, "read")
+            fields.update(ZEUSD_DECISION="deny", ZEUSD_RULE=decision.rule,
+                          ZEUSD_OPERATION=group, ZEUSD_OUTCOME="denied",
+                          ZEUSD_GPU_INDEX="all" if gpu_index is None else str(gpu_index),
+                          ZEUSD_POLICY_HASH=policy_hash)
+            self._emit({**fields, **self._caller_fields(caller)})
+        except Exception:  # noqa: BLE001
+            pass
+
+    def event(self, message: str, **fields) -> None:
+        """Record a policy or lease event; extra fields become ZEUSD_<NAME>."""
+        try:
+            priority = int(fields.pop("priority", PRIORITY_INFO))
+            kind = str(fields.pop("event", "event"))
+            record = self._base(message, priority, kind)
+            record.update({_field_name(key): str(value) for key, value in fields.items()
+                           if value is not None})
+            self._emit(record)
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- building records ---------------------------------------------------
+
+    def _base(self, message: str, priority: int, kind: str) -> dict[str, str]:
+        return {"MESSAGE": message, "PRIORITY": str(priority), "SYSLOG_IDENTIFIER": "zeusd",
+                "ZEUSD_EVENT": kind}
+
+    def _change_fields(self, caller, change, gpu_uuid, decision, policy_hash, old_value,
+                       outcome) -> dict[str, str]:
+        allowed = decision.allowed
+        failed = outcome.startswith("failed")
+        priority = PRIORITY_INFO if allowed and not failed else PRIORITY_WARNING
+        fields = self._base(_change_message(caller, change, gpu_uuid, decision, old_value,
+                                            outcome), priority, "change")
+        fields.update(ZEUSD_DECISION="allow" if allowed else "deny", ZEUSD_RULE=decision.rule,
+                      ZEUSD_OPERATION=change.operation, ZEUSD_GPU_INDEX=str(change.gpu_index),
+                      ZEUSD_GPU_UUID=gpu_uuid)
+        if old_value is not None:
+            fields["ZEUSD_OLD_VALUE"] = old_value
+        fields.update(ZEUSD_NEW_VALUE=change.value_text(), ZEUSD_OUTCOME=outcome,
+                      ZEUSD_POLICY_HASH=policy_hash,
+                      ZEUSD_RESTORE_ON_EXIT="true" if decision.restore_on_exit else "false")
+        return {**fields, **self._caller_fields(caller)}
+
+    def _caller_fields(self, caller) -> dict[str, str]:
+        fields = {"ZEUSD_CALLER_TRANSPORT": caller.transport}
+        for key, value in (("UID", caller.uid), ("PID", caller.pid), ("GID", caller.gid)):
+            if value is not None:
+                fields[f"ZEUSD_CALLER_{key}"] = str(value)
+        if caller.token_subject is not None:
+            fields["ZEUSD_CALLER_TOKEN_SUBJECT"] = caller.token_subject
+        if not caller.known:
+            fields["ZEUSD_CALLER_ERROR"] = caller.error or "unknown"
+        if caller.transport == "unix" and caller.known and caller.pid is not None:
+            # journald adds OBJECT_UID, OBJECT_SYSTEMD_UNIT... for a root sender.
+            fields["OBJECT_PID"] = str(caller.pid)
+            cgroup = caller_cgroup(caller.pid, self._proc_root)
+            if cgroup:
+                fields["ZEUSD_CALLER_CGROUP"] = cgroup
+                unit = unit_of(cgroup)
+                if unit:
+                    fields["ZEUSD_CALLER_UNIT"] = unit
+        return fields
+
+    # -- writing ------------------------------------------------------------
+
+    def _emit(self, fields: dict[str, str]) -> None:
+        if self._journal is not None:
+            try:
+                self._journal.send(fields)
+                self._journal_failed = False
+                return
+            except OSError as error:
+                # Keep trying the journal (it may be restarting); say so once per outage.
+                if not self._journal_failed:
+                    self._journal_failed = True
+                    self._write_line({"ZEUSD_EVENT": "audit", "MESSAGE": f"journal unavailable "
+                                      f"({error}); audit records follow on this stream"})
+        self._write_line(fields)
+
+    def _write_line(self, fields: dict[str, str]) -> None:
+        line = format_line({**{k: v for k, v in fields.items() if k != "MESSAGE"},
+                            "MESSAGE": fields.get("MESSAGE", "")})
+        with self._lock:
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _change_message(caller, change, gpu_uuid, decision, old_value, outcome) -> str:
+    target = f"{change.operation} on GPU {change.gpu_index} ({gpu_uuid})"
+    if not decision.allowed:
+        return f"denied {caller.describe()} {target}: {decision.message}"
+    old = old_value if old_value is not None else "?"
+    return (f"{caller.describe()} {target}: {old} -> {change.value_text()}, "
+            f"allowed by rule '{decision.rule}', {outcome}")

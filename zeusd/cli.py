@@ -1,0 +1,138 @@
+"""Command line: `zeusd [serve] ...`, `zeusd policy ...`, `zeusd token issue ...`.
+
+Compatible with both released zeusd command lines (0.1: flags only; newer:
+`serve` subcommand). ``main(argv) -> int`` so exit codes are testable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .config import (DEFAULT_POLICY_PATH, DEFAULT_SOCKET_PATH, DEFAULT_TCP_ADDRESS,
+                     ServeConfig, parse_groups, parse_permissions)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors: one clear line on stderr and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _typed(converter):
+    def convert(text: str):
+        try:
+            return converter(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be positive, got {text}")
+    return value
+
+
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mode", choices=("uds", "tcp"), default="uds",
+                   help="listen on a Unix socket (default) or TCP; ignored under socket activation")
+    p.add_argument("--socket-path", default=DEFAULT_SOCKET_PATH)
+    p.add_argument("--socket-permissions", type=_typed(parse_permissions), default=0o666,
+                   help="octal mode of the socket file (default 666)")
+    p.add_argument("--socket-uid", type=int, default=None)
+    p.add_argument("--socket-gid", type=int, default=None)
+    p.add_argument("--tcp-bind-address", default=DEFAULT_TCP_ADDRESS)
+    p.add_argument("--num-workers", type=_typed(_positive_int), default=8,
+                   help="HTTP worker threads")
+    p.add_argument("--enable", type=_typed(parse_groups),
+                   default=parse_groups("gpu-control,gpu-read,cpu-read"),
+                   help="API groups to serve: gpu-control,gpu-read,cpu-read (default all)")
+    p.add_argument("--gpu-power-poll-hz", type=_typed(_positive_float), default=20.0)
+    p.add_argument("--cpu-power-poll-hz", type=_typed(_positive_float), default=10.0)
+    p.add_argument("--signing-key-path", default=None,
+                   help="require HS256 bearer tokens signed with this file's bytes")
+    p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default="nvml")
+    p.add_argument("--simulated-gpus", default=None, metavar="SPEC",
+                   help="e.g. h200x4, a100x8, or a JSON profile path (simulated backend)")
+    p.add_argument("--policy", default=DEFAULT_POLICY_PATH, metavar="PATH")
+    p.add_argument("--rapl-root", default=None, metavar="DIR",
+                   help="RAPL powercap directory (default /zeus_sys/... or /sys/...)")
+    p.add_argument("--nvml-timeout-s", type=_typed(_positive_float), default=10.0,
+                   help="an NVML call running longer answers 504 (default 10)")
+    p.add_argument("--max-queue-per-gpu", type=_typed(_positive_int), default=1024,
+                   help="queued commands per GPU before 429 (default 1024)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zeusd", description="Privileged GPU-control daemon (Zeus zeusd API)")
+    parser.add_argument("-V", "--version", action="version", version=f"zeusd {__version__}")
+    _add_serve_flags(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_serve_flags(sub.add_parser("serve", help="serve the API (the default)"))
+    sub.add_parser("policy", help="check or explain the access policy", add_help=False)
+    token = sub.add_parser("token", help="issue bearer tokens").add_subparsers(
+        dest="token_command", required=True, parser_class=_Parser)
+    issue = token.add_parser("issue", help="print a signed token")
+    issue.add_argument("--signing-key-path", required=True)
+    issue.add_argument("--user", required=True)
+    issue.add_argument("--scope", required=True, help="e.g. gpu-read,gpu-control")
+    issue.add_argument("--expires", default="never", help="1h, 7d, 30d or never")
+    return parser
+
+
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    return ServeConfig(
+        mode=args.mode, socket_path=args.socket_path,
+        socket_permissions=args.socket_permissions, socket_uid=args.socket_uid,
+        socket_gid=args.socket_gid, tcp_bind_address=args.tcp_bind_address,
+        num_workers=args.num_workers, enabled_groups=args.enable,
+        gpu_power_poll_hz=args.gpu_power_poll_hz, cpu_power_poll_hz=args.cpu_power_poll_hz,
+        signing_key_path=args.signing_key_path, gpu_backend=args.gpu_backend,
+        simulated_gpus=args.simulated_gpus, policy_path=args.policy,
+        rapl_root=args.rapl_root, nvml_timeout_s=args.nvml_timeout_s,
+        max_queue_per_gpu=args.max_queue_per_gpu, log_level=args.log_level,
+    )
+
+
+def _token_issue(args: argparse.Namespace) -> int:
+    from .auth.tokens import issue, parse_duration_s
+
+    try:
+        with open(args.signing_key_path, "rb") as f:
+            key = f.read()
+        scopes = [s.strip() for s in args.scope.split(",") if s.strip()]
+        print(issue(key, args.user, scopes, parse_duration_s(args.expires)))
+    except (OSError, ValueError) as exc:
+        print(f"zeusd: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["policy"]:
+        from .policy.cli import main as policy_main
+
+        return policy_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "token":
+        return _token_issue(args)
+    from .daemon import run
+
+    return run(serve_config(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Start-up, serving and shutdown of the daemon process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+from .config import ServeConfig
+from .operations import CPU_READ, GPU_CONTROL
+
+log = logging.getLogger("zeusd")
+
+
+class StartupError(Exception):
+    """Start-up cannot continue; the message tells the operator what to do."""
+
+
+def _setup_logging(level: str) -> None:
+    under_systemd = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
+    fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def has_cap_sys_admin() -> bool:
+    """True for euid 0 or CAP_SYS_ADMIN (bit 21) in the effective set."""
+    if os.geteuid() == 0:
+        return True
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> 21 & 1)
+    except OSError:
+        pass
+    return False
+
+
+def _check_privileges(config: ServeConfig) -> None:
+    if config.gpu_backend == "nvml" and GPU_CONTROL in config.enabled_groups \
+            and not has_cap_sys_admin():
+        raise StartupError(
+            "changing GPU settings through NVML needs root or CAP_SYS_ADMIN. Run zeusd as root "
+            "(e.g. `sudo zeusd serve` or the systemd service), serve reads only with "
+            "`--enable gpu-read,cpu-read`, or try it on `--gpu-backend simulated`.")
+
+
+def _open_gpus(config: ServeConfig):
+    from .devices.errors import NvmlError
+    from .devices.loader import open_backend
+
+    try:
+        backend = open_backend(config.gpu_backend, config.simulated_gpus)
+        devices = backend.devices()
+        infos = [d.info() for d in devices]
+    except NvmlError as exc:
+        hint = " Install the NVIDIA driver, or use --gpu-backend simulated." \
+            if config.gpu_backend == "nvml" else ""
+        raise StartupError(f"cannot open the GPUs: {exc.message}.{hint}") from None
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cannot open the GPUs: {exc}") from None
+    return backend, devices, infos
+
+
+def _open_cpus(config: ServeConfig) -> list:
+    if CPU_READ not in config.enabled_groups:
+        return []
+    from .devices.rapl import discover_rapl
+
+    try:
+        return discover_rapl(config.rapl_root)
+    except Exception as exc:  # noqa: BLE001 - upstream: RAPL init failure is fatal
+        raise StartupError(f"cannot read RAPL counters: {exc}") from None
+
+
+def _listeners(config: ServeConfig):
+    from .transport.listen import Listener, bind_tcp, bind_unix, systemd_sockets
+
+    inherited = systemd_sockets()
+    if inherited:
+        return [Listener(s, f"systemd fd {s.fileno()}") for s in inherited]
+    if config.mode == "tcp":
+        return [bind_tcp(config.tcp_bind_address)]
+    return [bind_unix(config.socket_path, config.socket_permissions,
+                      config.socket_uid, config.socket_gid)]
+
+
+def build_state(config: ServeConfig, policy_store, auditor):
+    """Devices and services behind the HTTP layer."""
+    from .api.app import DaemonState
+    from .service.gpu_control import GpuControl
+    from .service.gpu_manager import GpuManager
+    from .service.reads import CpuReads, GpuReads
+
+    backend, devices, infos = _open_gpus(config)
+    cpus = _open_cpus(config)
+    manager = GpuManager(devices, infos, call_timeout_s=config.nvml_timeout_s,
+                         max_queue_per_gpu=config.max_queue_per_gpu)
+    key = None
+    if config.signing_key_path:
+        with open(config.signing_key_path, "rb") as f:
+            key = f.read()
+    state = DaemonState(
+        gpu_infos=infos, cpus=cpus, enabled_groups=config.enabled_groups, signing_key=key,
+        backend_kind=backend.kind, policy_store=policy_store,
+        gpu_control=GpuControl(manager, policy_store, auditor),
+        gpu_reads=GpuReads(manager, policy_store, auditor),
+        cpu_reads=CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz),
+    )
+    return state, manager
+
+
+def run(config: ServeConfig) -> int:
+    """Serve until SIGTERM/SIGINT. Returns the process exit code."""
+    _setup_logging(config.log_level)
+    try:
+        return _serve(config)
+    except StartupError as exc:
+        print(f"zeusd: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve(config: ServeConfig) -> int:
+    from .api.app import create_app
+    from .audit import Auditor
+    from .policy import PolicyError, PolicyStore
+    from .transport import sdnotify
+    from .transport.listen import ListenError, remove_owned
+    from .transport.server import make_server
+
+    _check_privileges(config)
+    auditor = Auditor()
+    try:
+        policy_store = PolicyStore(config.policy_path, auditor=auditor)
+    except PolicyError as exc:
+        raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(f"cannot read the policy {config.policy_path}: {exc}") from None
+    state, manager = build_state(config, policy_store, auditor)
+    try:
+        listeners = _listeners(config)
+    except (ListenError, ValueError) as exc:
+        raise StartupError(str(exc)) from None
+    server = make_server(create_app(state), [lst.sock for lst in listeners],
+                         threads=config.num_workers)
+    _install_signals(policy_store)
+    log.info("zeusd serving on %s: %d GPU(s) (%s), %d CPU(s), groups %s, policy %s",
+             ", ".join(lst.description for lst in listeners), len(state.gpu_infos),
+             state.backend_kind, len(state.cpus), ",".join(sorted(config.enabled_groups)),
+             policy_store.current.hash[:12])
+    sdnotify.notify("READY=1")
+    try:
+        server.run()
+    finally:
+        sdnotify.notify("STOPPING=1")
+        remove_owned(listeners)
+        manager.close()
+        state.cpu_reads.close()
+        log.info("zeusd stopped")
+    return 0
+
+
+def _install_signals(policy_store) -> None:
+    def stop(signum, frame):
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    def reload(signum, frame):
+        threading.Thread(target=policy_store.reload, name="zeusd-reload", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)

@@ -1,0 +1,1 @@
+"""Device layer: GPUs (NVML or simulated) and CPUs (RAPL). Never sees HTTP."""

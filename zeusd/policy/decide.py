@@ -1,0 +1,154 @@
+"""The policy in force and its decisions: first rule matching caller and GPU decides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zeusd import operations as ops
+from zeusd.identity import Caller
+from zeusd.operations import GpuChange
+from zeusd.policy.model import READ_GROUPS, Decision, Grant, Range, Rule
+
+# Which range limits which request field; operations absent here carry no value.
+_RANGE_OF_OPERATION = {
+    ops.SET_POWER_LIMIT: "power_limit_mw",
+    ops.SET_GPU_LOCKED_CLOCKS: "gpu_clock_mhz",
+    ops.SET_MEM_LOCKED_CLOCKS: "mem_clock_mhz",
+}
+_RANGE_WORDS = {"gpu_clock_mhz": "GPU clock range", "mem_clock_mhz": "memory clock range"}
+
+
+def who(caller: Caller) -> str:
+    """The caller as a denial names it: 'uid 1001', "token subject 'alice'"."""
+    if caller.transport == "unix":
+        return f"uid {caller.uid}"
+    if caller.token_subject is not None:
+        return f"token subject '{caller.token_subject}'"
+    return "anonymous TCP callers"
+
+
+def _where(gpu_index: int | None, group: str | None = None) -> str:
+    if group == ops.CPU_READ:
+        return "the CPUs"
+    return "all GPUs" if gpu_index is None else f"GPU {gpu_index}"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy file, frozen. Decisions read nothing but this object."""
+
+    hash: str
+    source: str
+    rules: tuple[Rule, ...]
+    defaults: Grant
+    root_restore_on_exit: bool = True
+    default_rule: str = "default"  # "no-policy" for the built-in fallback
+    path: str = ""  # the file it came from, or would have come from
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    # -- matching -----------------------------------------------------------
+
+    def _first_match(self, caller: Caller, gpu_index: int | None, any_gpu: bool) -> Rule | None:
+        for rule in self.rules:
+            if (any_gpu or rule.covers_gpu(gpu_index)) and rule.subjects.match(caller):
+                return rule
+        return None
+
+    def _label(self, rule: Rule | None) -> str:
+        if rule is not None:
+            return f"rule '{rule.name}'"
+        return "the built-in policy" if self.default_rule == "no-policy" else "the [defaults]"
+
+    def _not_granted(self, rule: Rule | None, caller: Caller, what: str, where: str) -> str:
+        if self.default_rule == "no-policy":
+            return (f"{what} is allowed only to root: {self.path} does not exist, so zeusd "
+                    f"uses its built-in policy (everybody may read, only root may change)")
+        if rule is not None:
+            return f"{what} is not allowed to {who(caller)} on {where} by rule '{rule.name}'"
+        return (
+            f"no rule of policy {self.source} matches {who(caller)} on {where}, "
+            f"and {self._label(None)} do not allow {what}"
+        )
+
+    # -- decisions ----------------------------------------------------------
+
+    def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
+        """Decide one change on one GPU; the daemon asks once per listed GPU."""
+        early = _fixed_decision(caller, self.root_restore_on_exit)
+        if early is not None:
+            return early
+        rule = self._first_match(caller, change.gpu_index, any_gpu=False)
+        grant = rule.grant if rule is not None else self.defaults
+        name = rule.name if rule is not None else self.default_rule
+        where = _where(change.gpu_index)
+        if change.operation not in grant.operations:
+            message = self._not_granted(rule, caller, change.operation, where)
+            return Decision(False, name, message, grant.restore_on_exit)
+        return self._check_values(caller, change, rule, grant, name)
+
+    def _check_values(self, caller, change, rule, grant, name) -> Decision:
+        range_key = _RANGE_OF_OPERATION.get(change.operation)
+        limit: Range | None = getattr(grant, range_key) if range_key else None
+        if limit is not None:
+            for field_name, value in _values_of(change):
+                if value is None or value not in limit:
+                    return self._out_of_range(caller, change, rule, name, range_key, limit,
+                                              field_name, value, grant)
+        return Decision(True, name, "", grant.restore_on_exit)
+
+    def _out_of_range(self, caller, change, rule, name, range_key, limit, field_name, value,
+                      grant) -> Decision:
+        if range_key == "power_limit_mw":
+            what, allowed = "the range", {"min_power_limit_mw": limit.low,
+                                          "max_power_limit_mw": limit.high}
+        else:
+            what, allowed = f"the {_RANGE_WORDS[range_key]}", {"min_clock_mhz": limit.low,
+                                                              "max_clock_mhz": limit.high}
+        subject = self._label(rule) if rule is not None else "the [defaults]"
+        verb = "allows" if rule is not None else "allow"
+        shown = "no value" if value is None else value
+        message = (f"{field_name} {shown} is outside {what} {limit.text()} that {subject} "
+                   f"{verb} {who(caller)} on GPU {change.gpu_index}")
+        return Decision(False, name, message, grant.restore_on_exit, allowed)
+
+    def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
+        """Decide a read of ``group`` ("gpu-read"/"cpu-read").
+
+        For "cpu-read" the rules' GPU lists play no part. For "gpu-read" with
+        ``gpu_index`` None (all GPUs) only rules covering every GPU match.
+        """
+        if group not in READ_GROUPS:
+            raise ValueError(f"not a read group: {group!r}")
+        early = _fixed_decision(caller, self.root_restore_on_exit)
+        if early is not None:
+            return early
+        rule = self._first_match(caller, gpu_index, any_gpu=group == ops.CPU_READ)
+        grant = rule.grant if rule is not None else self.defaults
+        name = rule.name if rule is not None else self.default_rule
+        if group in grant.operations:
+            return Decision(True, name, "", grant.restore_on_exit)
+        message = self._not_granted(rule, caller, group, _where(gpu_index, group))
+        return Decision(False, name, message, grant.restore_on_exit)
+
+    def summary_for(self, caller: Caller) -> dict:
+        """What this caller may do, for the /discover "policy" key (json-able)."""
+        from zeusd.policy.describe import summary_for
+
+        return summary_for(self, caller)
+
+
+def _fixed_decision(caller: Caller, root_restore_on_exit: bool) -> Decision | None:
+    """Unknown callers are always denied and root always allowed, whatever the file says."""
+    if not caller.known or (caller.transport == "unix" and caller.uid is None):
+        reason = caller.error or "no identity"
+        message = f"zeusd could not tell who the caller is ({reason}), so it denies the request"
+        return Decision(False, "unknown-caller", message, True)
+    if caller.is_root:
+        return Decision(True, "root", "", root_restore_on_exit)
+    return None
+
+
+def _values_of(change: GpuChange) -> tuple[tuple[str, int | None], ...]:
+    if change.operation == ops.SET_POWER_LIMIT:
+        return (("power_limit_mw", change.power_limit_mw),)
+    return (("min_clock_mhz", change.min_clock_mhz), ("max_clock_mhz", change.max_clock_mhz))

@@ -1,0 +1,126 @@
+"""The policy in plain words (`zeusd policy check`) and per caller (/discover)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from zeusd import operations as ops
+from zeusd.policy.model import READ_GROUPS, Grant, Range, Rule
+
+_ALL = frozenset(ops.GPU_WRITE_OPERATIONS + READ_GROUPS)
+
+
+def watts(milliwatts: int) -> str:
+    """200000 -> '200', 250500 -> '250.5'."""
+    return format((Decimal(milliwatts) / 1000).normalize(), "f")
+
+
+def describe_operations(operations: frozenset[str]) -> str:
+    if not operations:
+        return "nothing"
+    parts = []
+    writes = [op for op in ops.GPU_WRITE_OPERATIONS if op in operations]
+    if len(writes) == len(ops.GPU_WRITE_OPERATIONS):
+        parts.append("change every GPU setting (gpu-control)")
+    elif writes:
+        parts.append(", ".join(writes))
+    reads = {ops.GPU_READ: "read GPUs (gpu-read)", ops.CPU_READ: "read CPUs (cpu-read)"}
+    parts.extend(text for group, text in reads.items() if group in operations)
+    return "; ".join(parts)
+
+
+def describe_limits(grant: Grant) -> str:
+    limits = []
+    if grant.power_limit_mw is not None:
+        limit = grant.power_limit_mw
+        limits.append(f"power limit {watts(limit.low)}-{watts(limit.high)} W")
+    for name, limit in (("GPU clocks", grant.gpu_clock_mhz), ("memory clocks",
+                                                             grant.mem_clock_mhz)):
+        if limit is not None:
+            limits.append(f"{name} {limit.low}-{limit.high} MHz")
+    if not limits:
+        return "within the hardware's own limits"
+    return "within " + ", ".join(limits)
+
+
+def describe_grant(grant: Grant) -> str:
+    text = f"may {describe_operations(grant.operations)}"
+    if any(op in grant.operations for op in ops.GPU_WRITE_OPERATIONS):
+        undo = ("changes are undone when the caller exits" if grant.restore_on_exit
+                else "changes stay after the caller exits")
+        text += f", {describe_limits(grant)}; {undo}"
+    return text
+
+
+def describe_who(rule: Rule) -> str:
+    who = rule.subjects
+    parts = []
+    if who.everyone:
+        parts.append("everyone")
+    if who.user_labels:
+        parts.append("users " + ", ".join(who.user_labels))
+    if who.group_labels:
+        parts.append("members of groups " + ", ".join(who.group_labels))
+    if who.token_subjects:
+        parts.append("token subjects " + ", ".join(sorted(who.token_subjects)))
+    if who.anonymous:
+        parts.append("anonymous TCP callers")
+    return "; ".join(parts) or "nobody on this machine"
+
+
+def describe_gpus(gpus: frozenset[int] | None) -> str:
+    if gpus is None:
+        return "every GPU"
+    noun = "GPU" if len(gpus) == 1 else "GPUs"
+    return f"{noun} " + ", ".join(str(index) for index in sorted(gpus))
+
+
+def describe_policy(policy) -> list[str]:
+    """One line per rule, in order, then the defaults: what each grants."""
+    restore = "undone" if policy.root_restore_on_exit else "kept"
+    lines = [f"root (uid 0): may do everything on every GPU (changes {restore} "
+             f"when the caller exits)"]
+    for rule in policy.rules:
+        where = f" (line {rule.line})" if rule.line else ""
+        lines.append(f"rule '{rule.name}'{where}: {describe_who(rule)}, on "
+                     f"{describe_gpus(rule.gpus)}, {describe_grant(rule.grant)}")
+    label = "built-in policy" if policy.default_rule == "no-policy" else "defaults"
+    lines.append(f"{label} (callers no rule matches): {describe_grant(policy.defaults)}")
+    return lines
+
+
+def _range_json(limit: Range | None, low_key: str, high_key: str) -> dict | None:
+    return None if limit is None else {low_key: limit.low, high_key: limit.high}
+
+
+def _grant_json(name: str, gpus, grant: Grant) -> dict:
+    return {
+        "rule": name,
+        "gpus": "all" if gpus is None else sorted(gpus),
+        "operations": sorted(grant.operations),
+        "power_limit_mw": _range_json(grant.power_limit_mw, "min_power_limit_mw",
+                                      "max_power_limit_mw"),
+        "gpu_clock_mhz": _range_json(grant.gpu_clock_mhz, "min_clock_mhz", "max_clock_mhz"),
+        "mem_clock_mhz": _range_json(grant.mem_clock_mhz, "min_clock_mhz", "max_clock_mhz"),
+        "restore_on_exit": grant.restore_on_exit,
+    }
+
+
+def summary_for(policy, caller) -> dict:
+    """What ``caller`` may do: the rules that match it, in order, then the defaults."""
+    summary = {"policy_hash": policy.hash, "source": policy.source,
+               "first_match_decides": True, "applies": []}
+    if not caller.known or (caller.transport == "unix" and caller.uid is None):
+        summary["applies"] = []
+        return summary
+    if caller.is_root:
+        summary["applies"] = [_grant_json("root", None, Grant(_ALL, restore_on_exit=
+                                                              policy.root_restore_on_exit))]
+        return summary
+    for rule in policy.rules:
+        if rule.subjects.match(caller):
+            summary["applies"].append(_grant_json(rule.name, rule.gpus, rule.grant))
+            if rule.gpus is None:
+                return summary  # nothing below it can match this caller
+    summary["applies"].append(_grant_json(policy.default_rule, None, policy.defaults))
+    return summary

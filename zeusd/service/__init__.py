@@ -1,0 +1,1 @@
+"""Decisions and device management between the HTTP layer and the devices."""

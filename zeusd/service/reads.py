@@ -1,0 +1,156 @@
+"""Reads of GPUs (through the GPU manager) and CPUs (RAPL), with read policy."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .. import operations as ops
+from ..errors import AggregatedError, BadRequest, Forbidden, Internal
+from ..clock import now_ms
+from ..identity import Caller
+from .gpu_manager import GpuManager
+
+
+class ReadGate:
+    """Read-side policy: explicit ids must all be readable; no ids = every readable one."""
+
+    def __init__(self, policy_store, auditor, group: str) -> None:
+        self.policy_store = policy_store
+        self.auditor = auditor
+        self.group = group
+
+    def allowed(self, caller: Caller, requested: list[int] | None, existing: list[int],
+                gpu_scoped: bool) -> list[int]:
+        policy = self.policy_store.current
+        ids = existing if requested is None else requested
+        granted = []
+        for index in ids:
+            decision = policy.decide_read(caller, self.group, index if gpu_scoped else None)
+            if decision.allowed:
+                granted.append(index)
+            elif requested is not None or not gpu_scoped:
+                self.auditor.read_denied(caller=caller, group=self.group,
+                                         gpu_index=index if gpu_scoped else None,
+                                         decision=decision, policy_hash=policy.hash)
+                raise Forbidden(decision.message, rule=decision.rule)
+        if ids and not granted:
+            decision = policy.decide_read(caller, self.group, ids[0])
+            self.auditor.read_denied(caller=caller, group=self.group, gpu_index=None,
+                                     decision=decision, policy_hash=policy.hash)
+            raise Forbidden(decision.message, rule=decision.rule)
+        return granted
+
+
+class GpuReads:
+    def __init__(self, manager: GpuManager, policy_store, auditor) -> None:
+        self.manager = manager
+        self.gate = ReadGate(policy_store, auditor, ops.GPU_READ)
+
+    def _ids(self, caller: Caller, gpu_ids: list[int] | None) -> list[int]:
+        if gpu_ids is not None:
+            for index in gpu_ids:
+                if not self.manager.has(index):
+                    raise BadRequest(f"GPU {index} not found")
+        return self.gate.allowed(caller, gpu_ids, self.manager.indices, gpu_scoped=True)
+
+    def _per_gpu(self, caller, gpu_ids, job, name) -> dict[str, object]:
+        results = self.manager.run_all(self._ids(caller, gpu_ids), job, name)
+        return {str(i): results[i] for i in sorted(results)}
+
+    def power(self, caller, gpu_ids):
+        per_gpu = self._per_gpu(caller, gpu_ids, lambda d: d.get_power_mw(), "get_power")
+        return {"timestamp_ms": now_ms(), "power_mw": per_gpu}
+
+    def cumulative_energy(self, caller, gpu_ids):
+        return self._per_gpu(caller, gpu_ids,
+                             lambda d: {"energy_mj": d.get_total_energy_mj()},
+                             "get_total_energy")
+
+    def power_limit(self, caller, gpu_ids):
+        return self._per_gpu(caller, gpu_ids,
+                             lambda d: {"power_limit_mw": d.get_power_limit_mw()},
+                             "get_power_limit")
+
+    def power_limit_constraints(self, caller, gpu_ids):
+        def job(device):
+            low, high = device.get_power_limit_constraints_mw()
+            return {"min_power_limit_mw": low, "max_power_limit_mw": high}
+        return self._per_gpu(caller, gpu_ids, job, "get_power_limit_constraints")
+
+    def persistence_mode(self, caller, gpu_ids):
+        return self._per_gpu(caller, gpu_ids,
+                             lambda d: {"enabled": bool(d.get_persistence_mode())},
+                             "get_persistence_mode")
+
+
+class CpuReads:
+    """RAPL reads. Sysfs reads are quick, so they run on the request thread."""
+
+    KEEPALIVE_S = 30.0  # upstream reads every counter this often so no wrap is missed
+
+    def __init__(self, cpus: list, policy_store, auditor, power_poll_hz: float) -> None:
+        self.cpus = cpus
+        self.gate = ReadGate(policy_store, auditor, ops.CPU_READ)
+        self.power_window_s = 1.0 / max(power_poll_hz, 0.001)
+        self._stop = threading.Event()
+        if cpus:
+            threading.Thread(target=self._keepalive, name="zeusd-rapl-keepalive",
+                             daemon=True).start()
+
+    def _ids(self, caller, cpu_ids, missing_text):
+        indices = [c.index for c in self.cpus]
+        if cpu_ids is not None:
+            for index in cpu_ids:
+                if index not in indices:
+                    raise BadRequest(missing_text.format(index))
+        return self.gate.allowed(caller, cpu_ids, indices, gpu_scoped=False)
+
+    def _read(self, index: int, cpu: bool, dram: bool):
+        try:
+            return self.cpus[index].read_energy_uj(cpu, dram)
+        except Exception as exc:  # noqa: BLE001 - RaplError or OSError from sysfs
+            raise Internal(f"CPU {index}: {exc}") from None
+
+    def cumulative_energy(self, caller, cpu_ids, cpu: bool, dram: bool):
+        out = {}
+        for index in self._ids(caller, cpu_ids, "CPU {} not found"):
+            cpu_uj, dram_uj = self._read(index, cpu, dram and self.cpus[index].dram_available)
+            out[str(index)] = {"cpu_energy_uj": cpu_uj if cpu else None,
+                               "dram_energy_uj": dram_uj if dram else None}
+        return out
+
+    def power(self, caller, cpu_ids):
+        ids = self._ids(caller, cpu_ids, "CPU {} not found")
+        first = {i: self._read(i, True, self.cpus[i].dram_available) for i in ids}
+        start = time.monotonic()
+        time.sleep(self.power_window_s)
+        second = {i: self._read(i, True, self.cpus[i].dram_available) for i in ids}
+        elapsed_us = max((time.monotonic() - start) * 1e6, 1.0)
+        out, errors = {}, {}
+        for i in ids:
+            (c0, d0), (c1, d1) = first[i], second[i]
+            if (d0 is None) != (d1 is None):
+                errors[i] = Internal(
+                    f"CPU {i} did not return the energy data required for power measurement.")
+                continue
+            out[str(i)] = {
+                "cpu_mw": int(max(c1 - c0, 0) * 1000 / elapsed_us),
+                "dram_mw": None if d0 is None else int(max(d1 - d0, 0) * 1000 / elapsed_us),
+            }
+        if errors:
+            raise AggregatedError(errors)
+        return {"timestamp_ms": now_ms(), "power_mw": out}
+
+    def _keepalive(self) -> None:
+        while not self._stop.wait(self.KEEPALIVE_S):
+            for cpu in self.cpus:
+                try:
+                    cpu.read_energy_uj(True, cpu.dram_available)
+                except Exception:  # noqa: BLE001 - reported on the next real read
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+

@@ -1,0 +1,1 @@
+"""Transport layer: sockets, systemd activation, peer credentials, waitress."""
