@@ -368,6 +368,7 @@ def test_journal_skips_injected_failures(tmp_path):
     assert excinfo.value.message.endswith("the daemon lacks root or CAP_SYS_ADMIN")
     assert gpu.get_power_limit_mw() == 700_000
     assert journal.read_text() == ""
+    backend.close()
 
 
 # ----- faults -----

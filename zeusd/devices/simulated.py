@@ -28,6 +28,10 @@ spec file's ``faults``): ``error`` raises that NVML error, ``delay_s`` sleeps,
 ``hang`` blocks until ``SimulatedBackend.release_hangs()`` (or ``close()``),
 ``lost`` makes every call on the GPU fail with ``GPU_IS_LOST`` from then on.
 ``after_calls`` / ``after_s`` delay a fault's start, ``times`` ends it.
+A GPU lost from the first call fails the daemon's start-up (``info()`` reads
+it), exactly as a real lost GPU would; to lose it while serving, give
+``after_calls`` (``info()`` makes 4 calls per GPU) or ``after_s``.
+``release_hangs()`` releases every hang, current and later ones.
 Delays and hangs happen outside the GPU's lock, as a slow driver call would
 not stop other threads from queueing their own.
 """

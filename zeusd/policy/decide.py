@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from zeusd import operations as ops
 from zeusd.identity import Caller
 from zeusd.operations import GpuChange
+from zeusd.policy.index import RuleIndex
 from zeusd.policy.model import READ_GROUPS, Decision, Grant, Range, Rule
 
 # Which range limits which request field; operations absent here carry no value.
@@ -45,13 +46,19 @@ class Policy:
     default_rule: str = "default"  # "no-policy" for the built-in fallback
     path: str = ""  # the file it came from, or would have come from
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    _index: RuleIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", RuleIndex(self.rules))
 
     # -- matching -----------------------------------------------------------
 
-    def _first_match(self, caller: Caller, gpu_index: int | None, any_gpu: bool) -> Rule | None:
-        for rule in self.rules:
-            if (any_gpu or rule.covers_gpu(gpu_index)) and rule.subjects.match(caller):
-                return rule
+    def _first_match(self, caller: Caller, gpu_index: int | None) -> Rule | None:
+        rules = self.rules
+        for position in self._index.candidates(caller):
+            gpus = rules[position].gpus
+            if gpus is None or gpu_index in gpus:
+                return rules[position]
         return None
 
     def _label(self, rule: Rule | None) -> str:
@@ -77,7 +84,7 @@ class Policy:
         early = _fixed_decision(caller, self.root_restore_on_exit)
         if early is not None:
             return early
-        rule = self._first_match(caller, change.gpu_index, any_gpu=False)
+        rule = self._first_match(caller, change.gpu_index)
         grant = rule.grant if rule is not None else self.defaults
         name = rule.name if rule is not None else self.default_rule
         where = _where(change.gpu_index)
@@ -114,15 +121,17 @@ class Policy:
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
         """Decide a read of ``group`` ("gpu-read"/"cpu-read").
 
-        For "cpu-read" the rules' GPU lists play no part. For "gpu-read" with
-        ``gpu_index`` None (all GPUs) only rules covering every GPU match.
+        "cpu-read", and "gpu-read" with ``gpu_index`` None (all GPUs), are
+        decided by the first matching rule that covers every GPU (gpus = "all").
+        The daemon should ask per GPU index when it knows the indices.
         """
         if group not in READ_GROUPS:
             raise ValueError(f"not a read group: {group!r}")
         early = _fixed_decision(caller, self.root_restore_on_exit)
         if early is not None:
             return early
-        rule = self._first_match(caller, gpu_index, any_gpu=group == ops.CPU_READ)
+        # A rule limited to some GPUs says nothing about the CPUs or "all GPUs".
+        rule = self._first_match(caller, gpu_index if group == ops.GPU_READ else None)
         grant = rule.grant if rule is not None else self.defaults
         name = rule.name if rule is not None else self.default_rule
         if group in grant.operations:

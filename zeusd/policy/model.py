@@ -92,12 +92,6 @@ class Rule:
     grant: Grant
     line: int | None = field(default=None, compare=False)
 
-    def covers_gpu(self, gpu_index: int | None) -> bool:
-        """A rule for some GPUs does not cover "all GPUs" (gpu_index None)."""
-        if self.gpus is None:
-            return True
-        return gpu_index is not None and gpu_index in self.gpus
-
 
 @dataclass(frozen=True)
 class Decision:

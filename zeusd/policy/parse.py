@@ -15,6 +15,7 @@ import re
 import tomllib
 from decimal import Decimal
 
+from zeusd import operations as ops
 from zeusd.policy import fields
 from zeusd.policy.decide import Policy
 from zeusd.policy.locate import index_lines
@@ -242,7 +243,9 @@ def _warn_unused_ranges(name: str, grant: Grant, table: dict, context: _Context)
 
 def _warn_shadowed_reads(rules: tuple[Rule, ...], defaults: Grant, context: _Context) -> None:
     for rule in rules:
-        for group in READ_GROUPS:
+        # A rule for some GPUs decides GPU reads there, but never CPU reads.
+        groups = READ_GROUPS if rule.gpus is None else (ops.GPU_READ,)
+        for group in groups:
             if group in defaults.operations and group not in rule.grant.operations:
                 context.warnings.append(
                     f'rule "{rule.name}" does not grant {group}, which the [defaults] grant: '

@@ -61,6 +61,8 @@ def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Ex
         low, high = device.get_power_limit_constraints_mw()
     except Exception:  # noqa: BLE001 - keep NVML's own error
         return exc
+    if low <= change.power_limit_mw <= high:
+        return exc  # the driver refused an in-range value: the range is not the reason
     return BadRequest(f"NVML error: {exc.text} ({exc.function}): power_limit_mw {change.power_limit_mw} is outside "
                       f"the valid range {low}-{high} mW of GPU {change.gpu_index}")
 

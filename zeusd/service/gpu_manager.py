@@ -11,8 +11,6 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, Iterable, TypeVar
 
 from ..devices.base import GpuDevice, GpuInfo
@@ -23,12 +21,31 @@ T = TypeVar("T")
 Job = Callable[[GpuDevice], T]
 
 
+class Pending:
+    """One queued command. ``done`` is a plain lock held until the command ran:
+    the cheapest hand-off CPython has (a Future + Queue costs twice as much)."""
+
+    __slots__ = ("job", "name", "done", "result", "error", "on_error")
+
+    def __init__(self, job: Job, name: str, on_error=None) -> None:
+        self.job = job
+        self.name = name
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result = None
+        self.error: BaseException | None = None
+        self.on_error = on_error
+
+
 class GpuWorker:
-    """A bounded FIFO of jobs for one GPU and the thread that runs them."""
+    """A bounded FIFO of commands for one GPU and the thread that runs them."""
 
     def __init__(self, device: GpuDevice, max_queue: int) -> None:
         self.device = device
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._count_lock = threading.Lock()
+        self._queued = 0
         self._current_started: float | None = None
         self._current_name = ""
         self._thread = threading.Thread(
@@ -36,15 +53,18 @@ class GpuWorker:
         )
         self._thread.start()
 
-    def submit(self, job: Job, name: str) -> Future:
-        future: Future = Future()
-        try:
-            self._queue.put_nowait((job, name, future))
-        except queue.Full:
-            raise TooManyRequests(
-                f"Too many queued commands for GPU {self.device.index}; retry later."
-            ) from None
-        return future
+    def has_room(self) -> bool:
+        return self._queued < self.max_queue
+
+    def submit(self, job: Job, name: str, on_error=None) -> Pending:
+        with self._count_lock:
+            if self._queued >= self.max_queue:
+                raise TooManyRequests(
+                    f"Too many queued commands for GPU {self.device.index}; retry later.")
+            self._queued += 1
+        pending = Pending(job, name, on_error)
+        self._queue.put(pending)
+        return pending
 
     def stuck_for_s(self) -> float:
         """How long the call now running has run (0 when idle)."""
@@ -56,29 +76,26 @@ class GpuWorker:
         return self._current_name
 
     def stop(self) -> None:
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            pass  # the thread is a daemon thread; it dies with the process
+        self._queue.put(None)
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
+            pending = self._queue.get()
+            if pending is None:
                 return
-            job, name, future = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            self._current_name = name
+            self._current_name = pending.name
             self._current_started = time.monotonic()
             try:
-                result = job(self.device)
+                pending.result = pending.job(self.device)
             except BaseException as exc:  # noqa: BLE001 - delivered to the waiter
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
+                pending.error = exc
             finally:
                 self._current_started = None
+                with self._count_lock:
+                    self._queued -= 1
+            pending.done.release()
+            if pending.error is not None and pending.on_error is not None:
+                pending.on_error(self.device.index, pending.error)
 
 
 class GpuManager:
@@ -105,31 +122,31 @@ class GpuManager:
     def has(self, index: int) -> bool:
         return 0 <= index < len(self._workers)
 
-    def submit(self, index: int, job: Job, name: str) -> Future:
-        return self._workers[index].submit(job, name)
+    def submit(self, index: int, job: Job, name: str, on_error=None) -> Pending:
+        return self._workers[index].submit(job, name, on_error)
 
-    def wait(self, index: int, future: Future):
-        """The job's result; 504 if the GPU's current call overran the limit."""
+    def wait(self, index: int, pending: Pending):
+        """The command's result; 504 if the GPU's current call overran the limit."""
         worker = self._workers[index]
         while True:
-            try:
-                return future.result(timeout=self.call_timeout_s)
-            except FutureTimeout:
-                if worker.stuck_for_s() >= self.call_timeout_s:
-                    raise DeviceTimeout(
-                        f"NVML call {worker.current_call} on GPU {index} did not return "
-                        f"within {self.call_timeout_s:g} s"
-                    ) from None
-                # Still making progress through earlier queued commands: keep waiting.
+            if pending.done.acquire(timeout=self.call_timeout_s):
+                if pending.error is not None:
+                    raise pending.error
+                return pending.result
+            if worker.stuck_for_s() >= self.call_timeout_s:
+                raise DeviceTimeout(
+                    f"NVML call {worker.current_call} on GPU {index} did not return "
+                    f"within {self.call_timeout_s:g} s")
+            # Still making progress through earlier queued commands: keep waiting.
 
     def run_all(self, indices: Iterable[int], job: Job, name: str) -> dict[int, object]:
         """Run ``job`` on every listed GPU concurrently; all results or AggregatedError."""
-        futures = {i: self.submit(i, job, name) for i in indices}
+        pendings = {i: self.submit(i, job, name) for i in indices}
         results: dict[int, object] = {}
         errors: dict[int, ZeusdError] = {}
-        for i, future in futures.items():
+        for i, pending in pendings.items():
             try:
-                results[i] = self.wait(i, future)
+                results[i] = self.wait(i, pending)
             except BaseException as exc:  # noqa: BLE001 - mapped per GPU
                 errors[i] = device_error(exc)
         if errors:
@@ -152,19 +169,16 @@ class GpuManager:
         A later failure is handed to ``on_error(index, exc)`` and counted."""
         indices = list(indices)
         for i in indices:
-            if self._workers[i]._queue.full():
+            if not self._workers[i].has_room():
                 raise TooManyRequests(f"Too many queued commands for GPU {i}; retry later.")
-        for i in indices:
-            future = self.submit(i, job, name)
-            future.add_done_callback(lambda f, i=i: self._deferred_done(i, f, on_error))
 
-    def _deferred_done(self, index: int, future: Future, on_error) -> None:
-        exc = future.exception()
-        if exc is None:
-            return
-        with self._lock:
-            self.deferred_failures += 1
-        on_error(index, exc)
+        def failed(index: int, exc: BaseException) -> None:
+            with self._lock:
+                self.deferred_failures += 1
+            on_error(index, exc)
+
+        for i in indices:
+            self.submit(i, job, name, on_error=failed)
 
     def close(self) -> None:
         for worker in self._workers:

@@ -1,0 +1,52 @@
+# zeusd developer entry points. Each target creates what it needs on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+DEMO_SOCKET ?= /tmp/zeusd-demo/zeusd.sock
+
+.PHONY: venv demo test test-oldest bench deb e2e clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+## Run the daemon on 4 simulated H200s (no NVIDIA driver needed); Ctrl-C stops it.
+demo: venv
+	@echo "zeusd on $(DEMO_SOCKET); try:"
+	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/discover"
+	@echo "  curl --unix-socket $(DEMO_SOCKET) -X POST 'http://localhost/gpu/set_power_limit?gpu_ids=0&power_limit_mw=300000&block=true'"
+	@echo "  curl --unix-socket $(DEMO_SOCKET) 'http://localhost/gpu/get_power_limit'"
+	$(VENV)/bin/zeusd serve --gpu-backend simulated --simulated-gpus h200x4 \
+	    --socket-path $(DEMO_SOCKET) --policy $(CURDIR)/policy/demo-policy.toml
+
+## All tests that need no container: unit, real daemon processes, transport.
+test: venv
+	$(PY) -m pytest -q tests --ignore=tests/e2e
+
+## The same suite on the oldest supported stack: Debian 12's Falcon 3.1 and waitress 2.1.
+$(VENV)-oldest/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)-oldest
+	$(VENV)-oldest/bin/python -m pip install -q 'falcon==3.1.1' 'waitress==2.1.2' \
+	    'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
+	$(VENV)-oldest/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+test-oldest: $(VENV)-oldest/.installed
+	$(VENV)-oldest/bin/python -m pytest -q tests --ignore=tests/e2e
+
+## The packaged daemon in a booted Debian 12 systemd container (root, network for the first rootfs).
+e2e: venv
+	$(PY) -m pytest -q tests/e2e
+
+bench: venv
+	$(PY) bench/bench_api.py --policy-rules 50
+
+deb:
+	bash packaging/build-deb.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
