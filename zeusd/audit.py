@@ -23,6 +23,8 @@ PRIORITY_INFO = 6
 _PLAIN_VALUE = re.compile(r"^[^\s\"'=\\]+$")
 _FIELD_NAME = re.compile(r"[^A-Z0-9_]")
 _UNIT_SUFFIXES = (".service", ".scope")
+_CGROUP_CACHE_SIZE = 4096
+_MISSING = object()
 
 
 def encode_journal(fields: dict[str, str]) -> bytes:
@@ -92,13 +94,16 @@ class JournalSender:
 class Auditor:
     """Writes audit records; see the module docstring."""
 
-    def __init__(self, *, use_journal: bool | None = None, stream=sys.stderr,
+    def __init__(self, *, use_journal: bool | None = None, stream=None,
                  journal_socket: str = JOURNAL_SOCKET, proc_root: str = "/proc"):
+        """use_journal None: the journal if its socket exists. stream None: sys.stderr
+        as it is when a record is written (so redirecting stderr later still works)."""
         if use_journal is None:
             use_journal = os.path.exists(journal_socket)
         self._journal = JournalSender(journal_socket) if use_journal else None
         self._stream = stream
         self._proc_root = proc_root
+        self._cgroups: dict = {}
         self._lock = threading.Lock()
         self._journal_failed = False
 
@@ -176,13 +181,25 @@ class Auditor:
         if caller.transport == "unix" and caller.known and caller.pid is not None:
             # journald adds OBJECT_UID, OBJECT_SYSTEMD_UNIT... for a root sender.
             fields["OBJECT_PID"] = str(caller.pid)
-            cgroup = caller_cgroup(caller.pid, self._proc_root)
+            cgroup = self._cgroup_of(caller)
             if cgroup:
                 fields["ZEUSD_CALLER_CGROUP"] = cgroup
                 unit = unit_of(cgroup)
                 if unit:
                     fields["ZEUSD_CALLER_UNIT"] = unit
         return fields
+
+    def _cgroup_of(self, caller) -> str | None:
+        """Cached per process (pid + start time): a Zeus client changes settings many
+        times, and reading /proc on every record doubled the cost of a write."""
+        key = (caller.pid, caller.start_time_ticks)
+        cached = self._cgroups.get(key, _MISSING)
+        if cached is _MISSING or caller.start_time_ticks is None:
+            cached = caller_cgroup(caller.pid, self._proc_root)
+            if len(self._cgroups) >= _CGROUP_CACHE_SIZE:
+                self._cgroups.clear()
+            self._cgroups[key] = cached
+        return cached
 
     # -- writing ------------------------------------------------------------
 
@@ -204,9 +221,10 @@ class Auditor:
         line = format_line({**{k: v for k, v in fields.items() if k != "MESSAGE"},
                             "MESSAGE": fields.get("MESSAGE", "")})
         with self._lock:
+            stream = self._stream if self._stream is not None else sys.stderr
             try:
-                self._stream.write(line + "\n")
-                self._stream.flush()
+                stream.write(line + "\n")
+                stream.flush()
             except (OSError, ValueError):
                 pass
 

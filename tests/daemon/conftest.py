@@ -30,8 +30,12 @@ def start_zeusd(tmp_path_factory):
         return daemon
 
     yield start
+    leaked = []
     for daemon in started:
         daemon.stop()
+        if "Traceback" in daemon.log():
+            leaked.append(daemon.log())
+    assert not leaked, "a daemon logged a traceback:\n" + "\n".join(leaked)
 
 
 @pytest.fixture(scope="module")

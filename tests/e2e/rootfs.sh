@@ -32,11 +32,11 @@ fi
 command -v mmdebstrap >/dev/null || { echo "rootfs: mmdebstrap is missing; run .ci/e2e-deps.sh" >&2; exit 1; }
 echo "rootfs: building $tarball with mmdebstrap (a few minutes, once)" >&2
 start=$(date +%s)
-tmp="$tarball.tmp.$$"
+tmp="$cache/.building-$$.tar"
 trap 'rm -f "$tmp"' EXIT
 # Debian's own tools only (a pyenv python first in PATH confuses nothing here,
 # but keep the build independent of the caller's environment).
-PATH=/usr/sbin:/usr/bin:/sbin:/bin timeout 1500 mmdebstrap --quiet --variant=minbase \
+PATH=/usr/sbin:/usr/bin:/sbin:/bin timeout 1500 mmdebstrap --quiet --variant=minbase --format=tar \
     --include="$packages" \
     --customize-hook='echo zeusd-e2e >"$1/etc/hostname"' \
     --customize-hook='rm -f "$1/etc/machine-id"; : >"$1/etc/machine-id"' \

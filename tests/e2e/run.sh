@@ -18,5 +18,5 @@ cd "$repo"
 export ZEUSD_E2E=1
 # Debian's python (not a pyenv/venv one): the harness only needs pytest.
 exec timeout --signal=TERM --kill-after=60 "${ZEUSD_E2E_TIMEOUT_S:-2400}" \
-    /usr/bin/python3 -m pytest -p no:cacheprovider -v -s -o addopts="" -o testpaths=tests/e2e \
+    /usr/bin/python3 -m pytest -p no:cacheprovider -v -s --tb=short -o addopts="" -o testpaths=tests/e2e \
     --rootdir "$repo" tests/e2e/test_deb_in_systemd.py "$@"

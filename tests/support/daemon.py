@@ -74,7 +74,8 @@ class Daemon:
         raise RuntimeError(f"zeusd did not listen on {path}:\n{self.log()}")
 
     def log(self) -> str:
-        self.log_file.flush()
+        if not self.log_file.closed:
+            self.log_file.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 10.0) -> int:

@@ -6,6 +6,7 @@ between requests to drive it (including wraparounds).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE_MAX_UJ = 262_143_328_850
@@ -39,6 +40,13 @@ class FakeRapl:
         """Write new raw counter values, as the hardware would."""
         base = self.root / f"intel-rapl:{package}"
         if cpu_uj is not None:
-            (base / "energy_uj").write_text(f"{cpu_uj}\n")
+            _replace(base / "energy_uj", cpu_uj)
         if dram_uj is not None:
-            (base / f"intel-rapl:{package}:1" / "energy_uj").write_text(f"{dram_uj}\n")
+            _replace(base / f"intel-rapl:{package}:1" / "energy_uj", dram_uj)
+
+
+def _replace(path: Path, value: int) -> None:
+    """Atomically, as sysfs never shows a half-written counter."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, path)

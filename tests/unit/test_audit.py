@@ -210,3 +210,8 @@ def test_cgroup_and_unit_helpers(tmp_path):
 
 def test_encode_journal_plain_form():
     assert encode_journal({"A": "1", "B": "x y"}) == b"A=1\nB=x y\n"
+
+
+def test_default_stream_is_stderr_at_write_time(tmp_path, capsys):
+    Auditor(journal_socket=str(tmp_path / "absent.sock")).event("hello", event="policy")
+    assert capsys.readouterr().err == "zeusd-audit: event=policy message=hello\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from zeusd.policy.cli import main, parse_clocks_mhz, parse_power_mw, UsageError
+from zeusd.policy.cli import UsageError, main, parse_clocks_mhz, parse_power_mw
 
 try:
     from .policy_util import unix_ids, write_policy  # noqa: F401 (fixture)
@@ -172,3 +172,11 @@ def test_value_parsers():
     assert parse_clocks_mhz("1200-1800") == (1200, 1800)
     with pytest.raises(UsageError):
         parse_power_mw("1.5mW")
+
+
+def test_file_options_work_after_the_command_too(capsys, policy_path):
+    code, out, _ = run(capsys, "explain", "--policy", policy_path, "--no-owner-check",
+                       "--user", "1001", "set_power_limit", "300W")
+    assert code == 0 and f"policy: {policy_path}" in out
+    assert run(capsys, "check", "--no-owner-check", policy_path)[0] == 0
+    assert run(capsys, "check", "--no-owner-check", "--policy", policy_path)[0] == 0

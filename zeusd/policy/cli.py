@@ -39,14 +39,17 @@ class UsageError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zeusd policy", description="Check or explain the "
                                      "zeusd access policy.")
-    parser.add_argument("--policy", default=None, help=f"policy file ({DEFAULT_POLICY_PATH})")
-    parser.add_argument("--no-owner-check", action="store_true",
-                        help="do not require the file to be owned by root (drafts)")
+    _file_options(parser, default=None)
+    # Accepted after the command too; SUPPRESS keeps a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    _file_options(common, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="validate a policy and say what each rule grants")
+    check = commands.add_parser("check", parents=[common],
+                                help="validate a policy and say what each rule grants")
     check.add_argument("file", nargs="?", help="policy file (default: --policy or "
                                                f"{DEFAULT_POLICY_PATH})")
-    explain = commands.add_parser("explain", help="would this request be allowed, and why")
+    explain = commands.add_parser("explain", parents=[common],
+                                  help="would this request be allowed, and why")
     who = explain.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="Unix user name or uid")
     who.add_argument("--token", metavar="SUBJECT", help="TCP caller with this token subject")
@@ -57,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("operation", help="operation name, gpu-read or cpu-read")
     explain.add_argument("value", nargs="?", help="300W, 300000mW, 1200-1800MHz, on/off")
     return parser
+
+
+def _file_options(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--policy", default=default,
+                        help=f"policy file (default {DEFAULT_POLICY_PATH})")
+    parser.add_argument("--no-owner-check", action="store_true",
+                        default=False if default is None else default,
+                        help="do not require the file to be owned by root (drafts)")
 
 
 def main(argv: list[str]) -> int:

@@ -61,11 +61,6 @@ class Policy:
                 return rules[position]
         return None
 
-    def _label(self, rule: Rule | None) -> str:
-        if rule is not None:
-            return f"rule '{rule.name}'"
-        return "the built-in policy" if self.default_rule == "no-policy" else "the [defaults]"
-
     def _not_granted(self, rule: Rule | None, caller: Caller, what: str, where: str) -> str:
         if self.default_rule == "no-policy":
             return (f"{what} is allowed only to root: {self.path} does not exist, so zeusd "
@@ -74,7 +69,7 @@ class Policy:
             return f"{what} is not allowed to {who(caller)} on {where} by rule '{rule.name}'"
         return (
             f"no rule of policy {self.source} matches {who(caller)} on {where}, "
-            f"and {self._label(None)} do not allow {what}"
+            f"and the [defaults] do not allow {what}"
         )
 
     # -- decisions ----------------------------------------------------------
@@ -87,35 +82,28 @@ class Policy:
         rule = self._first_match(caller, change.gpu_index)
         grant = rule.grant if rule is not None else self.defaults
         name = rule.name if rule is not None else self.default_rule
-        where = _where(change.gpu_index)
         if change.operation not in grant.operations:
-            message = self._not_granted(rule, caller, change.operation, where)
+            message = self._not_granted(rule, caller, change.operation, _where(change.gpu_index))
             return Decision(False, name, message, grant.restore_on_exit)
-        return self._check_values(caller, change, rule, grant, name)
+        problem = _out_of_range(grant, change)
+        if problem is None:
+            return Decision(True, name, "", grant.restore_on_exit)
+        return self._range_denial(caller, change, rule, grant, problem)
 
-    def _check_values(self, caller, change, rule, grant, name) -> Decision:
-        range_key = _RANGE_OF_OPERATION.get(change.operation)
-        limit: Range | None = getattr(grant, range_key) if range_key else None
-        if limit is not None:
-            for field_name, value in _values_of(change):
-                if value is None or value not in limit:
-                    return self._out_of_range(caller, change, rule, name, range_key, limit,
-                                              field_name, value, grant)
-        return Decision(True, name, "", grant.restore_on_exit)
-
-    def _out_of_range(self, caller, change, rule, name, range_key, limit, field_name, value,
-                      grant) -> Decision:
+    def _range_denial(self, caller: Caller, change: GpuChange, rule: Rule | None, grant: Grant,
+                      problem: tuple[str, str, int | None, Range]) -> Decision:
+        range_key, field_name, value, limit = problem
         if range_key == "power_limit_mw":
-            what, allowed = "the range", {"min_power_limit_mw": limit.low,
-                                          "max_power_limit_mw": limit.high}
+            what = "the range"
+            allowed = {"min_power_limit_mw": limit.low, "max_power_limit_mw": limit.high}
         else:
-            what, allowed = f"the {_RANGE_WORDS[range_key]}", {"min_clock_mhz": limit.low,
-                                                              "max_clock_mhz": limit.high}
-        subject = self._label(rule) if rule is not None else "the [defaults]"
-        verb = "allows" if rule is not None else "allow"
+            what = f"the {_RANGE_WORDS[range_key]}"
+            allowed = {"min_clock_mhz": limit.low, "max_clock_mhz": limit.high}
+        granter = f"rule '{rule.name}' allows" if rule is not None else "the [defaults] allow"
         shown = "no value" if value is None else value
-        message = (f"{field_name} {shown} is outside {what} {limit.text()} that {subject} "
-                   f"{verb} {who(caller)} on GPU {change.gpu_index}")
+        message = (f"{field_name} {shown} is outside {what} {limit.text()} that {granter} "
+                   f"{who(caller)} on GPU {change.gpu_index}")
+        name = rule.name if rule is not None else self.default_rule
         return Decision(False, name, message, grant.restore_on_exit, allowed)
 
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
@@ -154,6 +142,21 @@ def _fixed_decision(caller: Caller, root_restore_on_exit: bool) -> Decision | No
         return Decision(False, "unknown-caller", message, True)
     if caller.is_root:
         return Decision(True, "root", "", root_restore_on_exit)
+    return None
+
+
+def _out_of_range(grant: Grant, change: GpuChange) -> tuple[str, str, int | None, Range] | None:
+    """(range key, request field, value, limit) of the first value the grant's range refuses.
+
+    A value that is missing where a range applies is refused too (fail closed).
+    """
+    range_key = _RANGE_OF_OPERATION.get(change.operation)
+    limit: Range | None = getattr(grant, range_key) if range_key else None
+    if limit is None:
+        return None
+    for field_name, value in _values_of(change):
+        if value is None or value not in limit:
+            return range_key, field_name, value, limit
     return None
 
 

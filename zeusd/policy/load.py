@@ -88,12 +88,15 @@ def _open_error(path: str, error: OSError) -> PolicyError:
 
 
 def check_descriptor(fd: int, path: str, *, check_owner: bool = True) -> None:
-    """Refuse anything but a regular, root-owned file that only its owner can write."""
+    """Refuse anything but a regular file, owned by root (or the daemon's own user), that
+    only its owner can write."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a file")
         raise PolicyError(f"{path}: refused: it is {kind}, not a regular file")
-    if check_owner and info.st_uid != 0:
+    # The daemon's own user is accepted too: a file it could write itself grants it
+    # nothing new (this is what lets an unprivileged `make demo` read its policy).
+    if check_owner and info.st_uid not in (0, os.geteuid()):
         raise PolicyError(f"{path}: refused: it is owned by {_user_text(info.st_uid)}, not root "
                           f"(fix: chown root:root {path})")
     writable = [who for bit, who in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "world"))

@@ -18,9 +18,9 @@ from decimal import Decimal
 from zeusd import operations as ops
 from zeusd.policy import fields
 from zeusd.policy.decide import Policy
+from zeusd.policy.fields import FieldError
 from zeusd.policy.locate import index_lines
 from zeusd.policy.model import READ_GROUPS, Grant, PolicyError, Rule, Subjects
-from zeusd.policy.fields import FieldError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,205 @@
+"""A hung or slow driver, floods, and hostile input: the daemon stays up and answers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests.support.checks import assert_json, assert_ok_empty, assert_text_error, query
+from tests.support.sim import SET_PERSISTENCE, SET_POWER, SimGpus
+
+TIMEOUT_S = 2
+HUNG_CALL = "nvmlDeviceGetPowerManagementLimit"
+HUNG = f"NVML call get_power_limit on GPU 0 did not return within {TIMEOUT_S} s"
+
+
+class Background:
+    """A request running on its own connection in a thread."""
+
+    def __init__(self, zd, method: str, path: str, body=None) -> None:
+        self.reply = None
+        client = zd.client()
+        self.thread = threading.Thread(
+            target=lambda: setattr(self, "reply", client.request(method, path, body=body)))
+        self.thread.start()
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def result(self):
+        self.thread.join(60)
+        assert self.done()
+        return self.reply
+
+
+@pytest.fixture(scope="module")
+def hung(start_zeusd, module_tmp):
+    gpus = SimGpus(module_tmp, count=2, name="hung",
+                   faults=[{"gpu": 0, "call": HUNG_CALL, "hang": True}])
+    zd = start_zeusd(gpus=gpus, args=("--nvml-timeout-s", str(TIMEOUT_S)))
+    # The first read of GPU 0's power limit hangs for good (until the daemon exits).
+    assert assert_json(zd.get("/gpu/get_power_limit?gpu_ids=0"), 504) == {"errors": {"0": HUNG}}
+    return zd
+
+
+def test_other_gpus_and_service_routes_answer_while_gpu_0_is_hung(hung):
+    waiting = Background(hung, "GET", "/gpu/get_persistence_mode?gpu_ids=0")
+    mark = hung.gpus.mark()
+    assert hung.get("/gpu/get_power_limit?gpu_ids=1").status == 200
+    assert_ok_empty(hung.post(query("/gpu/set_persistence_mode", gpu_ids="1", enabled=False,
+                                    block=True)))
+    assert assert_json(hung.get("/discover"), 200)["gpu_ids"] == [0, 1]
+    assert hung.get("/time").status == 200
+    # All of that finished while the GPU 0 request was still stuck behind the hung call.
+    assert not waiting.done()
+    assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [False])]
+    assert assert_json(waiting.result(), 504) == {"errors": {"0": HUNG}}
+
+
+def test_multi_gpu_write_with_a_hung_gpu_is_504_and_the_other_gpu_is_changed(hung):
+    mark = hung.gpus.mark()
+    reply = hung.post(query("/gpu/set_persistence_mode", gpu_ids="0,1", enabled=True, block=True))
+    assert assert_json(reply, 504) == {"errors": {"0": HUNG}}
+    assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [True])]
+
+
+def test_legacy_route_on_a_hung_gpu_is_a_plain_text_504(hung):
+    reply = hung.post("/gpu/0/set_persistence_mode", {"enabled": True, "block": True})
+    assert assert_text_error(reply, 504) == HUNG
+
+
+def test_non_blocking_write_to_a_hung_gpu_is_accepted(hung):
+    """It is queued behind the hung call; the daemon answers at once."""
+    assert_ok_empty(hung.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=False,
+                                    block=False)))
+
+
+def test_daemon_with_a_hung_gpu_stops_on_sigterm(start_zeusd, module_tmp):
+    gpus = SimGpus(module_tmp, count=1, name="hung-stop",
+                   faults=[{"gpu": 0, "call": HUNG_CALL, "hang": True}])
+    zd = start_zeusd(gpus=gpus, args=("--nvml-timeout-s", "1"))
+    assert zd.get("/gpu/get_power_limit").status == 504
+    assert zd.stop() == 0
+    assert "zeusd stopped" in zd.log()
+
+
+# ----- floods ---------------------------------------------------------------------------------
+
+TOO_MANY = "Too many queued commands for GPU {}; retry later."
+
+
+@pytest.fixture(scope="module")
+def slow(start_zeusd, module_tmp):
+    gpus = SimGpus(module_tmp, count=2, name="slow", faults=[
+        {"gpu": 0, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.5},
+        {"gpu": 1, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.5},
+        {"gpu": 1, "call": "nvmlDeviceSetGpuLockedClocks", "error": "NO_PERMISSION"}])
+    return start_zeusd(gpus=gpus, args=("--max-queue-per-gpu", "4"))
+
+
+def drain(zd, gpu: int) -> None:
+    """Wait (blocking request, retried while 429) until the GPU's queue is empty."""
+    for _ in range(200):
+        reply = zd.get(f"/gpu/get_persistence_mode?gpu_ids={gpu}")
+        if reply.status != 429:
+            assert reply.status == 200, reply.text
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"GPU {gpu} never drained")
+
+
+def test_flood_gets_429_and_the_daemon_stays_healthy(slow):
+    mark = slow.gpus.mark()
+    replies = [slow.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=i % 2 == 0,
+                               block=False)) for i in range(10)]
+    statuses = [r.status for r in replies]
+    assert statuses[:4] == [200] * 4 and 429 in statuses, statuses
+    assert set(statuses) == {200, 429}
+    for reply in replies:
+        if reply.status == 429:
+            assert assert_json(reply, 429) == {"error": TOO_MANY.format(0)}
+    # Healthy meanwhile: service routes and other GPUs answer.
+    assert slow.get("/discover").status == 200
+    assert slow.get("/gpu/get_power_limit?gpu_ids=1").status == 200
+    drain(slow, 0)
+    # Exactly the accepted commands ran, in order.
+    accepted = [[i % 2 == 0] for i, r in enumerate(replies) if r.status == 200]
+    assert slow.gpus.applied(mark, 0) == accepted
+
+
+def test_blocking_request_into_a_full_queue_is_429(slow):
+    for _ in range(4):
+        assert_ok_empty(slow.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=True,
+                                        block=False)))
+    reply = slow.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=False, block=True))
+    assert assert_json(reply, 429) == {"error": TOO_MANY.format(0)}
+    drain(slow, 0)
+
+
+def test_429_on_one_gpu_changes_no_other_gpu(slow):
+    """A multi-GPU request refused for a full queue must not run on the GPUs with room."""
+    drain(slow, 0)
+    mark = slow.gpus.mark()
+    for _ in range(4):
+        assert_ok_empty(slow.post(query("/gpu/set_persistence_mode", gpu_ids="1", enabled=True,
+                                        block=False)))
+    for block in (True, False):
+        reply = slow.post(query("/gpu/set_power_limit", gpu_ids="0,1", power_limit_mw=345_000,
+                                block=block))
+        assert assert_json(reply, 429) == {"error": TOO_MANY.format(1)}
+    drain(slow, 1)
+    drain(slow, 0)
+    assert [e for e in slow.gpus.since(mark) if e[1] == SET_POWER] == []
+
+
+def test_non_blocking_failure_is_logged_with_the_callers_identity(slow):
+    assert_ok_empty(slow.post(query("/gpu/set_gpu_locked_clocks", gpu_ids="1", min_clock_mhz=900,
+                                    max_clock_mhz=1000, block=False)))
+    expected = f"non-blocking set_gpu_locked_clocks on GPU 1 for uid {os.getuid()} pid {os.getpid()}"
+    log = slow.wait_for_log(expected)
+    line = next(line for line in log.splitlines() if expected in line)
+    assert "NVML error: Insufficient Permissions (nvmlDeviceSetGpuLockedClocks)" in line
+    # The audit record of the same failure names the caller too.
+    assert any("outcome=\"failed: NVML error: Insufficient Permissions" in line
+               and f"caller_uid={os.getuid()}" in line for line in log.splitlines())
+
+
+# ----- hostile input: always an answer, never a traceback, never a 500 ------------------------
+
+HOSTILE = [
+    ("GET", "/gpu/get_power?gpu_ids=%ff", None, 400),
+    ("GET", "/gpu/get_power?gpu_ids=%", None, 400),
+    ("GET", "/gpu/get_power?%zz=1", None, 400),
+    ("GET", "/gpu/get_power?" + "&".join(f"f{i}=1" for i in range(100)), None, 400),
+    ("GET", "/gpu/get_power?gpu_ids=" + "0," * 5000 + "0", None, 200),
+    ("GET", "/gpu/get_power?gpu_ids=0%000", None, 400),
+    ("POST", "/gpu/" + "9" * 4000 + "/set_power_limit", {"power_limit_mw": 1, "block": True}, 400),
+    ("POST", "/gpu/0/set_power_limit", b"[" * 100_000, 400),
+    ("POST", "/gpu/0/set_power_limit", b'{"power_limit_mw": 1' + b"0" * 5000 + b', "block": true}',
+     400),
+    ("POST", "/gpu/0/set_power_limit", b'{"power_limit_mw": NaN, "block": true}', 400),
+    ("POST", "/gpu/0/set_power_limit", b'{"power_limit_mw": 1e400, "block": true}', 400),
+    ("POST", "/cpu/0/get_index_energy", b"\xff\xfe\x00", 400),
+    ("POST", "/cpu/0/get_index_energy", b'{"cpu": true, "dram": true, "cpu": 1}', 400),
+    ("GET", "/discover/../discover", None, 404),
+    ("DELETE", "/gpu/set_power_limit", None, 405),
+]
+
+
+@pytest.fixture(scope="module")
+def plain(start_zeusd):
+    return start_zeusd(rapl=True)
+
+
+@pytest.mark.parametrize("method,path,body,status", HOSTILE,
+                         ids=[f"{i}-{m}-{p[:30]}" for i, (m, p, _, _) in enumerate(HOSTILE)])
+def test_hostile_requests_get_a_clean_answer(plain, method, path, body, status):
+    mark = plain.gpus.mark()
+    client = plain.client()  # a fresh connection: a bad request may close it
+    reply = client.request(method, path, body=body)
+    assert reply.status == status, reply.text
+    assert plain.gpus.since(mark) == []
+    assert plain.get("/time").status == 200
