@@ -1,6 +1,6 @@
 """Latency and throughput of zeusd against a bare waitress+Falcon app, same run.
 
-Usage: python bench/bench_api.py [--seconds 3] [--clients 1,16] [--policy-rules 50]
+Usage: python bench/bench_api.py [--seconds 2] [--rounds 3] [--clients 1,16] [--policy-rules 50]
 
 Each client is its own process with one keep-alive http.client connection over
 the Unix socket (as Zeus clients connect). Prints a table with p50/p99 latency,
@@ -23,13 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.client import Client  # noqa: E402
-
-CASES = {
-    "bare 200": ("bare", "GET", "/gpu/get_power_limit?gpu_ids=0"),
-    "get_power_limit": ("zeusd", "GET", "/gpu/get_power_limit?gpu_ids=0"),
-    "set_power_limit": ("zeusd", "POST", "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=true"),
-}
-
 
 def _client(address: str, method: str, path: str, seconds: float, start_at: float, out) -> None:
     client = Client(address)
@@ -100,67 +93,87 @@ def policy_text(rules: int) -> str:
 
 
 def start_servers(tmp: Path, threads: int, rules: int):
+    """The bare app, zeusd without a policy file, and (rules > 0) zeusd with `rules` rules."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    bare_path, zeusd_path = str(tmp / "bare.sock"), str(tmp / "zeusd.sock")
-    policy = tmp / "policy.toml"
-    if rules:
-        policy.write_text(policy_text(rules))
-        os.chmod(policy, 0o644)
-    bare = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), bare_path,
-                             str(threads)], env=env)
-    zeusd = subprocess.Popen(
-        [sys.executable, "-m", "zeusd", "serve", "--gpu-backend", "simulated",
-         "--simulated-gpus", "h200x2", "--socket-path", zeusd_path, "--policy", str(policy),
-         "--num-workers", str(threads), "--enable", "gpu-control,gpu-read",
-         "--log-level", "warning"],
-        env=env, stderr=subprocess.DEVNULL)
-    wait_socket(bare_path, bare)
-    wait_socket(zeusd_path, zeusd)
-    return {"bare": "unix:" + bare_path, "zeusd": "unix:" + zeusd_path}, [bare, zeusd]
+    addresses, procs = {}, []
+    path = str(tmp / "bare.sock")
+    procs.append(subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), path,
+                                   str(threads)], env=env))
+    addresses["bare"] = path
+    for label, count in (("zeusd", 0), ("zeusd+policy", rules)):
+        if label == "zeusd+policy" and not rules:
+            continue
+        policy = tmp / f"policy-{count}.toml"
+        if count:
+            policy.write_text(policy_text(count))
+            os.chmod(policy, 0o644)
+        path = str(tmp / f"{label}.sock")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "zeusd", "serve", "--gpu-backend", "simulated",
+             "--simulated-gpus", "h200x2", "--socket-path", path, "--policy", str(policy),
+             "--num-workers", str(threads), "--enable", "gpu-control,gpu-read",
+             "--log-level", "warning"],
+            env=env, stderr=subprocess.DEVNULL))
+        addresses[label] = path
+    for proc, path in zip(procs, addresses.values()):
+        wait_socket(path, proc)
+    return {k: "unix:" + v for k, v in addresses.items()}, procs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--seconds", type=float, default=2.0, help="per case and round")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="cases are interleaved in rounds; the median round is reported")
     parser.add_argument("--clients", default="1,16")
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads of both servers")
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads of every server")
     parser.add_argument("--policy-rules", type=int, default=0,
-                        help="also measure zeusd with a policy of N non-matching rules")
+                        help="also measure zeusd with a policy of N rules that the caller "
+                             "falls through (the worst case)")
     args = parser.parse_args()
-    rows = []
+    cases = [("bare", "bare 200", "GET", "/gpu/get_power_limit?gpu_ids=0")]
+    servers = ["zeusd"] + (["zeusd+policy"] if args.policy_rules else [])
+    for server in servers:
+        cases += [(server, "get_power_limit", "GET", "/gpu/get_power_limit?gpu_ids=0"),
+                  (server, "set_power_limit", "POST",
+                   "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=true")]
     with tempfile.TemporaryDirectory() as tmp:
-        configs = [("no policy file", 0)] + ([(f"{args.policy_rules}-rule policy",
-                                                args.policy_rules)] if args.policy_rules else [])
-        for label, rules in configs:
-            sub = Path(tmp) / f"r{rules}"
-            sub.mkdir()
-            addresses, procs = start_servers(sub, args.threads, rules)
-            try:
-                for clients in (int(c) for c in args.clients.split(",")):
-                    results = {}
-                    for name, (server, method, path) in CASES.items():
-                        if server == "bare" and rules:
-                            continue
-                        results[name] = run_case(addresses[server], method, path, clients,
-                                                 args.seconds)
-                    rows.append((label, clients, results))
-            finally:
-                for p in procs:
-                    p.terminate()
-                    p.wait()
-    print_table(rows)
+        os.chmod(tmp, 0o755)
+        addresses, procs = start_servers(Path(tmp), args.threads, args.policy_rules)
+        try:
+            rows = []
+            for clients in (int(c) for c in args.clients.split(",")):
+                samples: dict = {}
+                for _ in range(args.rounds):
+                    for server, name, method, path in cases:
+                        result = run_case(addresses[server], method, path, clients, args.seconds)
+                        samples.setdefault((server, name), []).append(result)
+                rows.append((clients, {k: _median(v) for k, v in samples.items()}))
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait()
+    print_table(rows, args)
 
 
-def print_table(rows) -> None:
-    baseline = {clients: r["bare 200"] for label, clients, r in rows if "bare 200" in r}
-    print(f"{'config':<18} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
-          f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9}")
-    for label, clients, results in rows:
-        base = baseline[clients]
-        for name, r in results.items():
-            print(f"{label:<18} {clients:>7} {name:<16} {r['p50_us']:>8.0f} {r['p99_us']:>8.0f} "
-                  f"{r['rps']:>8.0f} {r['p50_us'] / base['p50_us']:>9.2f} "
-                  f"{r['rps'] / base['rps']:>9.2f}")
+def _median(results: list[dict]) -> dict:
+    return {key: statistics.median(r[key] for r in results) for key in results[0]}
+
+
+def print_table(rows, args) -> None:
+    print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s per case; median round; "
+          f"waitress threads {args.threads}; zeusd+policy = {args.policy_rules} rules")
+    print(f"{'server':<13} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
+          f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/nopolicy':>13}")
+    for clients, results in rows:
+        base = results[("bare", "bare 200")]
+        for (server, name), r in results.items():
+            plain = results.get(("zeusd", name))
+            vs_plain = f"{r['p50_us'] / plain['p50_us']:>13.3f}" if server == "zeusd+policy" \
+                else f"{'':>13}"
+            print(f"{server:<13} {clients:>7} {name:<16} {r['p50_us']:>8.0f} "
+                  f"{r['p99_us']:>8.0f} {r['rps']:>8.0f} {r['p50_us'] / base['p50_us']:>9.2f} "
+                  f"{r['rps'] / base['rps']:>9.2f} {vs_plain}")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def parse_json_body(raw: bytes, fields: dict[str, type]) -> dict[str, object]:
         data = json.loads(raw.decode("utf-8") if raw else "")
     except (ValueError, UnicodeDecodeError) as exc:
         raise _jerr(f"expected value ({exc})") from None
+    except RecursionError:  # deeply nested input is bad input, not a daemon failure
+        raise _jerr("recursion limit exceeded") from None
     if not isinstance(data, dict):
         raise _jerr(f"invalid type: {_describe(data)}, expected a struct")
     out: dict[str, object] = {}

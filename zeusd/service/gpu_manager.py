@@ -141,6 +141,8 @@ class GpuManager:
 
     def run_all(self, indices: Iterable[int], job: Job, name: str) -> dict[int, object]:
         """Run ``job`` on every listed GPU concurrently; all results or AggregatedError."""
+        indices = list(indices)
+        self._check_room(indices)  # a 429 must not leave the GPUs with room changed
         pendings = {i: self.submit(i, job, name) for i in indices}
         results: dict[int, object] = {}
         errors: dict[int, ZeusdError] = {}
@@ -168,9 +170,7 @@ class GpuManager:
         All queues are checked for room first so a flood gets 429 before any is queued.
         A later failure is handed to ``on_error(index, exc)`` and counted."""
         indices = list(indices)
-        for i in indices:
-            if not self._workers[i].has_room():
-                raise TooManyRequests(f"Too many queued commands for GPU {i}; retry later.")
+        self._check_room(indices)
 
         def failed(index: int, exc: BaseException) -> None:
             with self._lock:
@@ -179,6 +179,12 @@ class GpuManager:
 
         for i in indices:
             self.submit(i, job, name, on_error=failed)
+
+    def _check_room(self, indices: list[int]) -> None:
+        """429 before anything is queued when any listed GPU's queue is full."""
+        for i in indices:
+            if not self._workers[i].has_room():
+                raise TooManyRequests(f"Too many queued commands for GPU {i}; retry later.")
 
     def close(self) -> None:
         for worker in self._workers:
