@@ -38,9 +38,9 @@ $(VENV)-oldest/.installed: pyproject.toml
 test-oldest: $(VENV)-oldest/.installed
 	$(VENV)-oldest/bin/python -m pytest -q tests --ignore=tests/e2e
 
-## The packaged daemon in a booted Debian 12 systemd container (root, network for the first rootfs).
-e2e: venv
-	$(PY) -m pytest -q tests/e2e
+## The packaged daemon in a booted Debian 12 systemd container (root; run .ci/e2e-deps.sh once).
+e2e:
+	sh tests/e2e/run.sh
 
 bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50

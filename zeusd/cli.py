@@ -44,6 +44,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _simulated_spec(text: str) -> str:
+    """Checked while parsing, so a typo is an argument error (exit 2), not a failed start."""
+    from .devices.profiles import parse_spec
+
+    parse_spec(text)
+    return text
+
+
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=("uds", "tcp"), default="uds",
                    help="listen on a Unix socket (default) or TCP; ignored under socket activation")
@@ -63,7 +71,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--signing-key-path", default=None,
                    help="require HS256 bearer tokens signed with this file's bytes")
     p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default="nvml")
-    p.add_argument("--simulated-gpus", default=None, metavar="SPEC",
+    p.add_argument("--simulated-gpus", type=_typed(_simulated_spec), default=None, metavar="SPEC",
                    help="e.g. h200x4, a100x8, or a JSON profile path (simulated backend)")
     p.add_argument("--policy", default=DEFAULT_POLICY_PATH, metavar="PATH")
     p.add_argument("--rapl-root", default=None, metavar="DIR",

@@ -59,16 +59,16 @@ def test_other_gpus_and_service_routes_answer_while_gpu_0_is_hung(hung):
     assert assert_json(waiting.result(), 504) == {"errors": {"0": HUNG}}
 
 
-def test_multi_gpu_write_with_a_hung_gpu_is_504_and_the_other_gpu_is_changed(hung):
+def test_multi_gpu_and_legacy_writes_to_a_hung_gpu_are_504(hung):
     mark = hung.gpus.mark()
-    reply = hung.post(query("/gpu/set_persistence_mode", gpu_ids="0,1", enabled=True, block=True))
-    assert assert_json(reply, 504) == {"errors": {"0": HUNG}}
+    multi = Background(hung, "POST", query("/gpu/set_persistence_mode", gpu_ids="0,1",
+                                           enabled=True, block=True))
+    legacy = Background(hung, "POST", "/gpu/0/set_persistence_mode",
+                        {"enabled": True, "block": True})
+    assert assert_json(multi.result(), 504) == {"errors": {"0": HUNG}}
+    assert assert_text_error(legacy.result(), 504) == HUNG  # legacy: text/plain
+    # The GPU that answered stays changed.
     assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [True])]
-
-
-def test_legacy_route_on_a_hung_gpu_is_a_plain_text_504(hung):
-    reply = hung.post("/gpu/0/set_persistence_mode", {"enabled": True, "block": True})
-    assert assert_text_error(reply, 504) == HUNG
 
 
 def test_non_blocking_write_to_a_hung_gpu_is_accepted(hung):
@@ -94,8 +94,8 @@ TOO_MANY = "Too many queued commands for GPU {}; retry later."
 @pytest.fixture(scope="module")
 def slow(start_zeusd, module_tmp):
     gpus = SimGpus(module_tmp, count=2, name="slow", faults=[
-        {"gpu": 0, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.5},
-        {"gpu": 1, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.5},
+        {"gpu": 0, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.25},
+        {"gpu": 1, "call": "nvmlDeviceSetPersistenceMode", "delay_s": 0.25},
         {"gpu": 1, "call": "nvmlDeviceSetGpuLockedClocks", "error": "NO_PERMISSION"}])
     return start_zeusd(gpus=gpus, args=("--max-queue-per-gpu", "4"))
 
@@ -130,10 +130,20 @@ def test_flood_gets_429_and_the_daemon_stays_healthy(slow):
     assert slow.gpus.applied(mark, 0) == accepted
 
 
+def fill(zd, gpu: int) -> None:
+    """Queue slow non-blocking commands on ``gpu`` until its queue is full (a 429)."""
+    for _ in range(20):
+        reply = zd.post(query("/gpu/set_persistence_mode", gpu_ids=str(gpu), enabled=True,
+                              block=False))
+        if reply.status == 429:
+            return
+        assert_ok_empty(reply)
+    raise AssertionError(f"GPU {gpu}'s queue never filled")
+
+
 def test_blocking_request_into_a_full_queue_is_429(slow):
-    for _ in range(4):
-        assert_ok_empty(slow.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=True,
-                                        block=False)))
+    drain(slow, 0)
+    fill(slow, 0)
     reply = slow.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=False, block=True))
     assert assert_json(reply, 429) == {"error": TOO_MANY.format(0)}
     drain(slow, 0)
@@ -142,10 +152,9 @@ def test_blocking_request_into_a_full_queue_is_429(slow):
 def test_429_on_one_gpu_changes_no_other_gpu(slow):
     """A multi-GPU request refused for a full queue must not run on the GPUs with room."""
     drain(slow, 0)
+    drain(slow, 1)
     mark = slow.gpus.mark()
-    for _ in range(4):
-        assert_ok_empty(slow.post(query("/gpu/set_persistence_mode", gpu_ids="1", enabled=True,
-                                        block=False)))
+    fill(slow, 1)
     for block in (True, False):
         reply = slow.post(query("/gpu/set_power_limit", gpu_ids="0,1", power_limit_mw=345_000,
                                 block=block))
@@ -158,7 +167,8 @@ def test_429_on_one_gpu_changes_no_other_gpu(slow):
 def test_non_blocking_failure_is_logged_with_the_callers_identity(slow):
     assert_ok_empty(slow.post(query("/gpu/set_gpu_locked_clocks", gpu_ids="1", min_clock_mhz=900,
                                     max_clock_mhz=1000, block=False)))
-    expected = f"non-blocking set_gpu_locked_clocks on GPU 1 for uid {os.getuid()} pid {os.getpid()}"
+    expected = (f"non-blocking set_gpu_locked_clocks on GPU 1 for uid {os.getuid()} "
+                f"pid {os.getpid()}")
     log = slow.wait_for_log(expected)
     line = next(line for line in log.splitlines() if expected in line)
     assert "NVML error: Insufficient Permissions (nvmlDeviceSetGpuLockedClocks)" in line

@@ -66,11 +66,10 @@ class Container:
         cmd = ["systemd-nspawn", "--boot", "--quiet", "--register=no", "--keep-unit",
                "--link-journal=no", "--console=read-only", f"--machine={self.name}",
                "--directory", self.root]
-        log = open(self.log_path, "wb")
-        # A session of its own, so a Ctrl-C aimed at pytest does not reach it first.
-        self._nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                        start_new_session=True)
-        log.close()
+        with open(self.log_path, "wb") as log:
+            # A session of its own, so a Ctrl-C aimed at pytest does not reach it first.
+            self._nspawn = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                            start_new_session=True)
         os.makedirs(STATE_DIR, exist_ok=True)
         with open(f"{STATE_DIR}/{self.name}.pid", "w") as f:
             f.write(f"{self._nspawn.pid} {self.root}\n")
@@ -129,7 +128,7 @@ class Container:
         if self.leader is None:
             raise ContainerError("container is not running")
         argv = ["nsenter", f"--target={self.leader}", "--mount", "--uts", "--ipc", "--net", "--pid",
-                "--cgroup", "--root", "--wd=/", "--"]
+                "--cgroup", "--root", "--wd", "--"]
         env = ["env", "-i", f"PATH={CONTAINER_PATH}", "LANG=C.UTF-8", "TERM=dumb",
                "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0", "DEBIAN_FRONTEND=noninteractive"]
         if user:
@@ -139,7 +138,8 @@ class Container:
             env.append("HOME=/root")
         argv += env + ["/bin/sh", "-c", script]
         try:
-            proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(argv, check=False, input=input, capture_output=True, text=True,
+                                  timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise ContainerError(f"timed out after {timeout}s: {script}\n"
                                  f"stdout so far: {exc.stdout}\nstderr so far: {exc.stderr}") from exc
@@ -203,13 +203,15 @@ def reap_stale() -> None:
     for entry in os.listdir(STATE_DIR):
         path = os.path.join(STATE_DIR, entry)
         try:
-            pid_s, root = open(path).read().split(maxsplit=1)
+            with open(path) as f:
+                pid_s, root = f.read().split(maxsplit=1)
             pid, root = int(pid_s), root.strip()
         except (OSError, ValueError):
             os.unlink(path)
             continue
         try:
-            cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().split(b"\0")
         except OSError:
             cmdline = []
         if cmdline and cmdline[0].endswith(b"systemd-nspawn") and root.encode() in cmdline:
@@ -218,7 +220,7 @@ def reap_stale() -> None:
                 _kill(child)
             _kill(pid)
             time.sleep(1)
-        if root.startswith("/var/tmp/zeusd-e2e-") or root.startswith(tempfile.gettempdir() + "/zeusd-e2e-"):
+        if root.startswith(("/var/tmp/zeusd-e2e-", tempfile.gettempdir() + "/zeusd-e2e-")):
             shutil.rmtree(root, ignore_errors=True)
         os.unlink(path)
 
