@@ -9,7 +9,6 @@ import pytest
 from tests.support.checks import assert_error, assert_json
 from tests.support.daemon import Daemon
 from tests.support.rapl import FakeRapl
-from tests.support.sim import SimGpus
 
 ENERGY = "/cpu/get_cumulative_energy"
 

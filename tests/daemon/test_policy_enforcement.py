@@ -19,9 +19,18 @@ import pytest
 from tests.support.checks import query
 from tests.support.client import Client
 from tests.support.daemon import Daemon
-from tests.support.policy_daemon import PolicyDaemon, serve_expecting_failure, traversable_dir
-from tests.support.sim import (RESET_GPU_CLOCKS, SET_GPU_CLOCKS, SET_MEM_CLOCKS,
-                               SET_PERSISTENCE, SET_POWER)
+from tests.support.policy_daemon import (
+    PolicyDaemon,
+    serve_expecting_failure,
+    traversable_dir,
+)
+from tests.support.sim import (
+    RESET_GPU_CLOCKS,
+    SET_GPU_CLOCKS,
+    SET_MEM_CLOCKS,
+    SET_PERSISTENCE,
+    SET_POWER,
+)
 from tests.support.users import Account, Accounts, Group, UserAgent
 from zeusd.devices.loader import open_backend
 

@@ -52,3 +52,28 @@ def assert_text_error(reply: Reply, status: int) -> str:
 
 def group_disabled(group: str) -> dict:
     return {"error": f"API group '{group}' is not enabled on this server."}
+
+
+def gpu_snapshot(zd) -> tuple:
+    """Every GPU's readable settings. The reads queue behind earlier commands, so
+    taking a snapshot also waits for every queued non-blocking command."""
+    limits = assert_json(zd.get("/gpu/get_power_limit"), 200)
+    persistence = assert_json(zd.get("/gpu/get_persistence_mode"), 200)
+    return limits, persistence
+
+
+class Unchanged:
+    """``with Unchanged(zd):`` asserts no GPU setting changed inside the block."""
+
+    def __init__(self, zd) -> None:
+        self.zd = zd
+
+    def __enter__(self):
+        self.before = gpu_snapshot(self.zd)
+        self.mark = self.zd.gpus.mark()
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            assert gpu_snapshot(self.zd) == self.before
+            assert self.zd.gpus.since(self.mark) == []

@@ -36,7 +36,7 @@ def create_user() -> TempUser:
         subprocess.run(["useradd", "-M", "-N", "-G", group_name, "-s", "/usr/sbin/nologin",
                         user_name], check=True, capture_output=True)
     except BaseException:
-        subprocess.run(["groupdel", group_name], capture_output=True)
+        subprocess.run(["groupdel", group_name], capture_output=True, check=False)
         raise
     entry = pwd.getpwnam(user_name)
     return TempUser(user_name, entry.pw_uid, entry.pw_gid, group_name,
@@ -44,8 +44,8 @@ def create_user() -> TempUser:
 
 
 def delete_user(user: TempUser) -> None:
-    subprocess.run(["userdel", user.name], capture_output=True)
-    subprocess.run(["groupdel", user.group_name], capture_output=True)
+    subprocess.run(["userdel", user.name], capture_output=True, check=False)
+    subprocess.run(["groupdel", user.group_name], capture_output=True, check=False)
 
 
 _CLIENT = """
@@ -68,7 +68,8 @@ def requests_as(user: str, address: str, requests: list[tuple[str, str]]) -> lis
     proc = subprocess.run(
         ["setpriv", "--reuid", user, "--regid", str(pwd.getpwnam(user).pw_gid), "--init-groups",
          user_python(), "-c", script, json.dumps(requests)],
-        capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": os.environ["PATH"]})
+        capture_output=True, text=True, timeout=60, cwd="/", env={"PATH": os.environ["PATH"]},
+        check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"client as {user} failed ({proc.returncode}): {proc.stderr}")
     return json.loads(proc.stdout)
@@ -131,7 +132,7 @@ class Accounts:
     users: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
 
-    def __enter__(self) -> "Accounts":
+    def __enter__(self) -> Accounts:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -163,9 +164,9 @@ class Accounts:
 
     def cleanup(self) -> None:
         for name in reversed(self.users):
-            subprocess.run(["userdel", name], capture_output=True)
+            subprocess.run(["userdel", name], capture_output=True, check=False)
         for name in reversed(self.groups):
-            subprocess.run(["groupdel", name], capture_output=True)
+            subprocess.run(["groupdel", name], capture_output=True, check=False)
         self.users.clear()
         self.groups.clear()
 

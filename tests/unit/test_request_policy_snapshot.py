@@ -87,7 +87,7 @@ def wait_idle(control: GpuControl) -> None:
 
 @pytest.mark.parametrize("block", [True, False])
 def test_each_request_is_wholly_allowed_or_wholly_denied(rig, block):
-    control, devices, store, auditor = rig
+    control, devices, store, _auditor = rig
     outcomes = []
     for n in range(40):
         before = limits(devices)
@@ -108,7 +108,7 @@ def test_each_request_is_wholly_allowed_or_wholly_denied(rig, block):
 
 
 def test_audit_names_one_policy_per_request(rig):
-    control, devices, store, auditor = rig
+    control, _devices, _store, auditor = rig
     for n in range(10):
         start = len(auditor.changes)
         try:

@@ -43,10 +43,14 @@ def describe_limits(grant: Grant) -> str:
     return "within " + ", ".join(limits)
 
 
+# Leases (restore on exit) are a later feature; say so wherever the switch is shown.
+_NOT_YET = "not enforced yet: this release has no leases, changes stay"
+
+
 def describe_grant(grant: Grant) -> str:
     text = f"may {describe_operations(grant.operations)}"
     if any(op in grant.operations for op in ops.GPU_WRITE_OPERATIONS):
-        undo = ("changes are undone when the caller exits" if grant.restore_on_exit
+        undo = (f"restore_on_exit = true ({_NOT_YET})" if grant.restore_on_exit
                 else "changes stay after the caller exits")
         text += f", {describe_limits(grant)}; {undo}"
     return text
@@ -77,9 +81,9 @@ def describe_gpus(gpus: frozenset[int] | None) -> str:
 
 def describe_policy(policy) -> list[str]:
     """One line per rule, in order, then the defaults: what each grants."""
-    restore = "undone" if policy.root_restore_on_exit else "kept"
-    lines = [f"root (uid 0): may do everything on every GPU (changes {restore} "
-             f"when the caller exits)"]
+    restore = f"restore_on_exit = true, {_NOT_YET}" if policy.root_restore_on_exit \
+        else "changes stay after the caller exits"
+    lines = [f"root (uid 0): may do everything on every GPU ({restore})"]
     for rule in policy.rules:
         where = f" (line {rule.line})" if rule.line else ""
         lines.append(f"rule '{rule.name}'{where}: {describe_who(rule)}, on "
