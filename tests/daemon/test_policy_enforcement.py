@@ -469,8 +469,6 @@ def test_denied_reads_are_audited_and_allowed_reads_are_not(world):
                           "policy_hash": daemon.policy_hash, "caller_pid": str(blind.pid)}
 
 
-@pytest.mark.xfail(strict=True, reason="zeusd/service/gpu_control.py GpuControl.change audits a "
-                   "denial with old_value=None: POLICY.md asks for old -> new on every decision")
 def test_denied_change_record_has_the_old_value(world):
     daemon = world.daemon
     since = daemon.log_mark()
@@ -538,9 +536,6 @@ def test_start_refuses_a_syntax_error_naming_file_and_line(workdir):
     assert_refused(path, workdir, f"{path}:3: TOML syntax error")
 
 
-@pytest.mark.xfail(strict=True, reason="zeusd/policy/parse.py _decode: tomllib reports errors "
-                   "found at the end of the file as '(at end of document)', without 'at line N', "
-                   "so the message names no line")
 def test_start_refuses_an_unclosed_array_naming_a_line(workdir):
     path = workdir / "policy.toml"
     path.write_text('version = 1\n\n[defaults]\noperations = ["gpu-read"\n')

@@ -74,7 +74,12 @@ def _decode(data: bytes, source: str) -> tuple[dict, _Context]:
         document = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as error:
         match = _TOML_LINE.search(str(error))
-        prefix = f"{source}:{match.group(1)}" if match else source
+        if match:
+            prefix = f"{source}:{match.group(1)}"
+        elif "end of document" in str(error):  # tomllib names no line there: it is the last
+            prefix = f"{source}:{max(text.count(chr(10)) + (not text.endswith(chr(10))), 1)}"
+        else:
+            prefix = source
         raise PolicyError(f"{prefix}: TOML syntax error: {error}") from None
     return document, _Context(source, text)
 

@@ -12,7 +12,7 @@ import logging
 from .. import operations as ops
 from ..devices.base import GpuDevice
 from ..devices.errors import INVALID_ARGUMENT, NvmlError
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, ZeusdError
 from ..identity import Caller
 from ..operations import GpuChange
 from .gpu_manager import GpuManager
@@ -99,7 +99,8 @@ class GpuControl:
         for change in changes:
             decision = policy.decide_change(caller, change)
             if not decision.allowed:
-                self._audit(caller, change, decision, policy.hash, None, "denied")
+                self._audit(caller, change, decision, policy.hash,
+                            self._current_value(change), "denied")
                 extra = {"rule": decision.rule}
                 if decision.allowed_range:
                     extra["allowed_range"] = decision.allowed_range
@@ -123,6 +124,15 @@ class GpuControl:
             self.manager.run_all(by_index, job, name)
         else:
             self.manager.submit_all(by_index, job, name, self._deferred_error(caller, name))
+
+    def _current_value(self, change: GpuChange) -> str | None:
+        """The value a denied change would have replaced, read in the GPU's turn."""
+        try:
+            return self.manager.run_one(change.gpu_index,
+                                        lambda device: _old_value(device, change.operation),
+                                        f"audit: read {change.operation} value")
+        except ZeusdError:
+            return None
 
     def _audit(self, caller, change, decision, policy_hash, old, outcome) -> None:
         uuid = self.manager.infos[change.gpu_index].uuid
