@@ -52,35 +52,43 @@ def _simulated_spec(text: str) -> str:
     return text
 
 
-def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--mode", choices=("uds", "tcp"), default="uds",
+def _add_serve_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The serve flags. ``defaults=False`` (the `serve` subcommand) leaves flags it was
+    not given unset, so `zeusd --enable gpu-read serve` keeps the flag given before it."""
+
+    def d(value):
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--mode", choices=("uds", "tcp"), default=d("uds"),
                    help="listen on a Unix socket (default) or TCP; ignored under socket activation")
-    p.add_argument("--socket-path", default=DEFAULT_SOCKET_PATH)
-    p.add_argument("--socket-permissions", type=_typed(parse_permissions), default=0o666,
+    p.add_argument("--socket-path", default=d(DEFAULT_SOCKET_PATH))
+    p.add_argument("--socket-permissions", type=_typed(parse_permissions), default=d(0o666),
                    help="octal mode of the socket file (default 666)")
-    p.add_argument("--socket-uid", type=int, default=None)
-    p.add_argument("--socket-gid", type=int, default=None)
-    p.add_argument("--tcp-bind-address", default=DEFAULT_TCP_ADDRESS)
-    p.add_argument("--num-workers", type=_typed(_positive_int), default=8,
+    p.add_argument("--socket-uid", type=int, default=d(None))
+    p.add_argument("--socket-gid", type=int, default=d(None))
+    p.add_argument("--tcp-bind-address", default=d(DEFAULT_TCP_ADDRESS))
+    p.add_argument("--num-workers", type=_typed(_positive_int), default=d(8),
                    help="HTTP worker threads")
     p.add_argument("--enable", type=_typed(parse_groups),
-                   default=parse_groups("gpu-control,gpu-read,cpu-read"),
+                   default=d(parse_groups("gpu-control,gpu-read,cpu-read")),
                    help="API groups to serve: gpu-control,gpu-read,cpu-read (default all)")
-    p.add_argument("--gpu-power-poll-hz", type=_typed(_positive_float), default=20.0)
-    p.add_argument("--cpu-power-poll-hz", type=_typed(_positive_float), default=10.0)
-    p.add_argument("--signing-key-path", default=None,
+    p.add_argument("--gpu-power-poll-hz", type=_typed(_positive_float), default=d(20.0))
+    p.add_argument("--cpu-power-poll-hz", type=_typed(_positive_float), default=d(10.0))
+    p.add_argument("--signing-key-path", default=d(None),
                    help="require HS256 bearer tokens signed with this file's bytes")
-    p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default="nvml")
-    p.add_argument("--simulated-gpus", type=_typed(_simulated_spec), default=None, metavar="SPEC",
+    p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default=d("nvml"))
+    p.add_argument("--simulated-gpus", type=_typed(_simulated_spec), default=d(None),
+                   metavar="SPEC",
                    help="e.g. h200x4, a100x8, or a JSON profile path (simulated backend)")
-    p.add_argument("--policy", default=DEFAULT_POLICY_PATH, metavar="PATH")
-    p.add_argument("--rapl-root", default=None, metavar="DIR",
+    p.add_argument("--policy", default=d(DEFAULT_POLICY_PATH), metavar="PATH")
+    p.add_argument("--rapl-root", default=d(None), metavar="DIR",
                    help="RAPL powercap directory (default /zeus_sys/... or /sys/...)")
-    p.add_argument("--nvml-timeout-s", type=_typed(_positive_float), default=10.0,
+    p.add_argument("--nvml-timeout-s", type=_typed(_positive_float), default=d(10.0),
                    help="an NVML call running longer answers 504 (default 10)")
-    p.add_argument("--max-queue-per-gpu", type=_typed(_positive_int), default=1024,
+    p.add_argument("--max-queue-per-gpu", type=_typed(_positive_int), default=d(1024),
                    help="queued commands per GPU before 429 (default 1024)")
-    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default=d("info"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"zeusd {__version__}")
     _add_serve_flags(parser)
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_serve_flags(sub.add_parser("serve", help="serve the API (the default)"))
-    sub.add_parser("policy", help="check or explain the access policy", add_help=False)
+    _add_serve_flags(sub.add_parser("serve", help="serve the API (the default)"), defaults=False)
+    sub.add_parser("policy", help="check or explain the access policy (must come first)",
+                   add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
     token = sub.add_parser("token", help="issue bearer tokens").add_subparsers(
         dest="token_command", required=True, parser_class=_Parser)
     issue = token.add_parser("issue", help="print a signed token")
@@ -137,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "token":
         return _token_issue(args)
+    if args.command == "policy":
+        print("zeusd: error: `policy` must come first: zeusd policy check|explain ...",
+              file=sys.stderr)
+        return 2
     from .daemon import run
 
     return run(serve_config(args))

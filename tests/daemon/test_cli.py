@@ -114,8 +114,6 @@ def test_both_spellings_serve(tmp_path, sock_dir, serve):
         assert daemon.stop() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="zeusd/cli.py build_parser: the `serve` subparser's "
-                   "defaults overwrite every flag given before `serve`")
 def test_flags_before_serve_are_not_silently_dropped():
     from zeusd.cli import build_parser
 

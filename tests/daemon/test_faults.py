@@ -14,6 +14,9 @@ from tests.support.sim import SET_PERSISTENCE, SET_POWER, SimGpus
 TIMEOUT_S = 2
 HUNG_CALL = "nvmlDeviceGetPowerManagementLimit"
 HUNG = f"NVML call get_power_limit on GPU 0 did not return within {TIMEOUT_S} s"
+NOT_RUN = (f"GPU 0 did not answer within {TIMEOUT_S} s: NVML call get_power_limit has not "
+           "returned; this command was not run")
+NOT_RESPONDING = "GPU 0 is not responding: NVML call get_power_limit has not returned for "
 
 
 class Background:
@@ -37,44 +40,50 @@ class Background:
 
 @pytest.fixture(scope="module")
 def hung(start_zeusd, module_tmp):
+    """GPU 0's power-limit read hangs for good (until the daemon exits). Nothing has
+    touched it yet: the first test trips the hang."""
     gpus = SimGpus(module_tmp, count=2, name="hung",
                    faults=[{"gpu": 0, "call": HUNG_CALL, "hang": True}])
-    zd = start_zeusd(gpus=gpus, args=("--nvml-timeout-s", str(TIMEOUT_S)))
-    # The first read of GPU 0's power limit hangs for good (until the daemon exits).
-    assert assert_json(zd.get("/gpu/get_power_limit?gpu_ids=0"), 504) == {"errors": {"0": HUNG}}
-    return zd
+    return start_zeusd(gpus=gpus, args=("--nvml-timeout-s", str(TIMEOUT_S)))
 
 
 def test_other_gpus_and_service_routes_answer_while_gpu_0_is_hung(hung):
-    waiting = Background(hung, "GET", "/gpu/get_persistence_mode?gpu_ids=0")
+    hanging = Background(hung, "GET", "/gpu/get_power_limit?gpu_ids=0")
+    queued = Background(hung, "POST", query("/gpu/set_persistence_mode", gpu_ids="0",
+                                             enabled=False, block=True))
     mark = hung.gpus.mark()
     assert hung.get("/gpu/get_power_limit?gpu_ids=1").status == 200
     assert_ok_empty(hung.post(query("/gpu/set_persistence_mode", gpu_ids="1", enabled=False,
                                     block=True)))
     assert assert_json(hung.get("/discover"), 200)["gpu_ids"] == [0, 1]
     assert hung.get("/time").status == 200
-    # All of that finished while the GPU 0 request was still stuck behind the hung call.
-    assert not waiting.done()
+    # All of that finished while the GPU 0 requests were still stuck on the hung call.
+    assert not hanging.done() and not queued.done()
     assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [False])]
-    assert assert_json(waiting.result(), 504) == {"errors": {"0": HUNG}}
+    assert assert_json(hanging.result(), 504) == {"errors": {"0": HUNG}}
+    # The write queued behind the hung call was answered 504 too, and is never run.
+    assert assert_json(queued.result(), 504) == {"errors": {"0": NOT_RUN}}
+    assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [False])]
 
 
-def test_multi_gpu_and_legacy_writes_to_a_hung_gpu_are_504(hung):
+def test_requests_to_a_hung_gpu_fail_at_once_and_queue_nothing(hung):
+    """Once a call has overrun the limit, waiting behind it would only tie up a worker."""
     mark = hung.gpus.mark()
-    multi = Background(hung, "POST", query("/gpu/set_persistence_mode", gpu_ids="0,1",
-                                           enabled=True, block=True))
-    legacy = Background(hung, "POST", "/gpu/0/set_persistence_mode",
-                        {"enabled": True, "block": True})
-    assert assert_json(multi.result(), 504) == {"errors": {"0": HUNG}}
-    assert assert_text_error(legacy.result(), 504) == HUNG  # legacy: text/plain
-    # The GPU that answered stays changed.
-    assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [True])]
-
-
-def test_non_blocking_write_to_a_hung_gpu_is_accepted(hung):
-    """It is queued behind the hung call; the daemon answers at once."""
-    assert_ok_empty(hung.post(query("/gpu/set_persistence_mode", gpu_ids="0", enabled=False,
-                                    block=False)))
+    for method, path in (("GET", "/gpu/get_persistence_mode?gpu_ids=0"),
+                         ("POST", query("/gpu/set_persistence_mode", gpu_ids="0,1",
+                                        enabled=True, block=True)),
+                         ("POST", query("/gpu/set_persistence_mode", gpu_ids="0",
+                                        enabled=True, block=False))):
+        reply = hung.get(path) if method == "GET" else hung.post(path)
+        body = assert_json(reply, 504)
+        message = body["errors"]["0"] if "errors" in body else body["error"]
+        assert message.startswith(NOT_RESPONDING), body
+        assert "nothing was queued" in message
+    legacy = hung.post("/gpu/0/set_persistence_mode", {"enabled": True, "block": True})
+    assert assert_text_error(legacy, 504).startswith(NOT_RESPONDING)
+    # Refused before anything was queued: GPU 1 was not changed by the multi-GPU write.
+    assert hung.gpus.since(mark) == []
+    assert hung.get("/gpu/get_persistence_mode?gpu_ids=1").status == 200
 
 
 def test_daemon_with_a_hung_gpu_stops_on_sigterm(start_zeusd, module_tmp):

@@ -28,7 +28,10 @@ class Gate:
         group = getattr(resource, "group", None)
         if group is not None and group not in self.enabled_groups:
             raise NotFound(f"API group '{group}' is not enabled on this server.")
-        if self.signing_key is None or not getattr(resource, "needs_token", group is not None):
+        if self.signing_key is None:
+            return
+        if not getattr(resource, "needs_token", group is not None):
+            self._optional_claims(req, caller)  # /discover may still say who the token is
             return
         claims = self._claims(req)
         req.context.claims = claims
@@ -39,6 +42,16 @@ class Gate:
             raise Forbidden(
                 f"Token for user '{claims.sub}' lacks required scope '{group}'. "
                 f"Token scopes: {list(claims.scopes)}")
+
+    def _optional_claims(self, req: falcon.Request, caller) -> None:
+        if req.get_header("Authorization") is None:
+            return
+        try:
+            claims = self._claims(req)
+        except Unauthorized:
+            return  # service routes never need a token; a bad one is simply ignored
+        req.context.caller = dataclasses.replace(
+            caller, token_subject=claims.sub, token_scopes=claims.scopes)
 
     def _claims(self, req: falcon.Request):
         header = req.get_header("Authorization")

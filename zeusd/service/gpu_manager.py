@@ -22,16 +22,22 @@ Job = Callable[[GpuDevice], T]
 
 
 class Pending:
-    """One queued command. ``done`` is a plain lock held until the command ran:
-    the cheapest hand-off CPython has (a Future + Queue costs twice as much)."""
+    """One queued command.
 
-    __slots__ = ("job", "name", "done", "result", "error", "on_error")
+    ``done`` is a plain lock held until the command ran: the cheapest hand-off
+    CPython has (a Future + Queue costs twice as much). ``claim`` decides, once
+    and atomically, whether the worker runs the command or a waiter that gave
+    up cancels it: a command answered 504 before it started never runs later.
+    """
+
+    __slots__ = ("job", "name", "done", "claim", "result", "error", "on_error")
 
     def __init__(self, job: Job, name: str, on_error=None) -> None:
         self.job = job
         self.name = name
         self.done = threading.Lock()
         self.done.acquire()
+        self.claim = threading.Lock()
         self.result = None
         self.error: BaseException | None = None
         self.on_error = on_error
@@ -40,9 +46,10 @@ class Pending:
 class GpuWorker:
     """A bounded FIFO of commands for one GPU and the thread that runs them."""
 
-    def __init__(self, device: GpuDevice, max_queue: int) -> None:
+    def __init__(self, device: GpuDevice, max_queue: int, call_timeout_s: float) -> None:
         self.device = device
         self.max_queue = max_queue
+        self.call_timeout_s = call_timeout_s
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._count_lock = threading.Lock()
         self._queued = 0
@@ -57,6 +64,7 @@ class GpuWorker:
         return self._queued < self.max_queue
 
     def submit(self, job: Job, name: str, on_error=None) -> Pending:
+        self.refuse_if_hung()
         with self._count_lock:
             if self._queued >= self.max_queue:
                 raise TooManyRequests(
@@ -65,6 +73,15 @@ class GpuWorker:
         pending = Pending(job, name, on_error)
         self._queue.put(pending)
         return pending
+
+    def refuse_if_hung(self) -> None:
+        """504 at once, queueing nothing, while a call has overrun the limit: waiting
+        behind it would only tie up an HTTP worker thread for another timeout."""
+        stuck_s = self.stuck_for_s()
+        if stuck_s >= self.call_timeout_s:
+            raise DeviceTimeout(
+                f"GPU {self.device.index} is not responding: NVML call {self._current_name} "
+                f"has not returned for {stuck_s:.0f} s; nothing was queued")
 
     def stuck_for_s(self) -> float:
         """How long the call now running has run (0 when idle)."""
@@ -78,11 +95,18 @@ class GpuWorker:
     def stop(self) -> None:
         self._queue.put(None)
 
+    def _finished(self) -> None:
+        with self._count_lock:
+            self._queued -= 1
+
     def _run(self) -> None:
         while True:
             pending = self._queue.get()
             if pending is None:
                 return
+            if not pending.claim.acquire(blocking=False):  # its waiter gave up: skip it
+                self._finished()
+                continue
             self._current_name = pending.name
             self._current_started = time.monotonic()
             try:
@@ -91,8 +115,7 @@ class GpuWorker:
                 pending.error = exc
             finally:
                 self._current_started = None
-                with self._count_lock:
-                    self._queued -= 1
+                self._finished()
             pending.done.release()
             if pending.error is not None and pending.on_error is not None:
                 pending.on_error(self.device.index, pending.error)
@@ -111,7 +134,7 @@ class GpuManager:
     ) -> None:
         self.infos = infos
         self.call_timeout_s = call_timeout_s
-        self._workers = [GpuWorker(d, max_queue_per_gpu) for d in devices]
+        self._workers = [GpuWorker(d, max_queue_per_gpu, call_timeout_s) for d in devices]
         self.deferred_failures = 0
         self._lock = threading.Lock()
 
@@ -128,16 +151,28 @@ class GpuManager:
     def wait(self, index: int, pending: Pending):
         """The command's result; 504 if the GPU's current call overran the limit."""
         worker = self._workers[index]
+        wait_s = self.call_timeout_s
         while True:
-            if pending.done.acquire(timeout=self.call_timeout_s):
+            if pending.done.acquire(timeout=wait_s):
                 if pending.error is not None:
                     raise pending.error
                 return pending.result
-            if worker.stuck_for_s() >= self.call_timeout_s:
+            stuck_s = worker.stuck_for_s()
+            if stuck_s < self.call_timeout_s:
+                # Still making progress (or the call now running is young): wait until
+                # that call would overrun, not a whole new period.
+                wait_s = max(self.call_timeout_s - stuck_s, 0.01) if stuck_s else \
+                    self.call_timeout_s
+                continue
+            if pending.claim.acquire(blocking=False):  # not started: it never will be
                 raise DeviceTimeout(
-                    f"NVML call {worker.current_call} on GPU {index} did not return "
-                    f"within {self.call_timeout_s:g} s")
-            # Still making progress through earlier queued commands: keep waiting.
+                    f"GPU {index} did not answer within {self.call_timeout_s:g} s: NVML call "
+                    f"{worker.current_call} has not returned; this command was not run")
+            if pending.done.acquire(blocking=False):  # finished just now after all
+                pending.done.release()
+                continue
+            raise DeviceTimeout(f"NVML call {pending.name} on GPU {index} did not return "
+                                f"within {self.call_timeout_s:g} s")
 
     def run_all(self, indices: Iterable[int], job: Job, name: str) -> dict[int, object]:
         """Run ``job`` on every listed GPU concurrently; all results or AggregatedError."""
@@ -181,8 +216,9 @@ class GpuManager:
             self.submit(i, job, name, on_error=failed)
 
     def _check_room(self, indices: list[int]) -> None:
-        """429 before anything is queued when any listed GPU's queue is full."""
+        """504/429 before anything is queued when any listed GPU is hung or full."""
         for i in indices:
+            self._workers[i].refuse_if_hung()
             if not self._workers[i].has_room():
                 raise TooManyRequests(f"Too many queued commands for GPU {i}; retry later.")
 
