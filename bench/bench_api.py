@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.support.client import Client  # noqa: E402
+from tests.support.daemon import wait_serving  # noqa: E402
 
 def _client(address: str, method: str, path: str, seconds: float, start_at: float, out) -> None:
     client = Client(address)
@@ -68,20 +69,6 @@ def run_case(address: str, method: str, path: str, clients: int, seconds: float)
     }
 
 
-def wait_socket(path: str, proc: subprocess.Popen) -> None:
-    for _ in range(400):
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        if os.path.exists(path):
-            try:
-                Client("unix:" + path, timeout=2).get("/time")
-                return
-            except OSError:
-                pass
-        time.sleep(0.05)
-    raise SystemExit(f"no server on {path}")
-
-
 def policy_text(rules: int) -> str:
     """A policy with `rules` rules that do not match root, so root falls through them all."""
     lines = []
@@ -116,7 +103,7 @@ def start_servers(tmp: Path, threads: int, rules: int):
             env=env, stderr=subprocess.DEVNULL))
         addresses[label] = path
     for proc, path in zip(procs, addresses.values()):
-        wait_socket(path, proc)
+        wait_serving(path, proc)
     return {k: "unix:" + v for k, v in addresses.items()}, procs
 
 

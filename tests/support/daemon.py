@@ -45,6 +45,23 @@ def read_journal(journal: Path) -> list[dict]:
     return [json.loads(line) for line in journal.read_text().splitlines() if line.strip()]
 
 
+def wait_serving(path: str, proc: subprocess.Popen, timeout_s: float = 20.0,
+                 log=lambda: "") -> None:
+    """Until a server process answers GET /time on the Unix socket ``path``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log()}")
+        if os.path.exists(path):
+            try:
+                Client("unix:" + path, timeout=2).get("/time")
+                return
+            except OSError:
+                pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on {path}:\n{log()}")
+
+
 class Daemon:
     """A running `zeusd serve` with its log captured to a file."""
 
@@ -60,18 +77,7 @@ class Daemon:
             self.wait_for_socket(wait_path)
 
     def wait_for_socket(self, path: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"zeusd exited with {self.proc.returncode}:\n{self.log()}")
-            if os.path.exists(path):
-                try:
-                    Client("unix:" + path, timeout=2).get("/time")
-                    return
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        raise RuntimeError(f"zeusd did not listen on {path}:\n{self.log()}")
+        wait_serving(path, self.proc, timeout_s, log=self.log)
 
     def log(self) -> str:
         if not self.log_file.closed:
