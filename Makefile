@@ -42,8 +42,10 @@ test-oldest: $(VENV)-oldest/.installed
 e2e:
 	sh tests/e2e/run.sh
 
+## Latency/throughput against a bare waitress+Falcon app, and the cost of a 50-rule policy.
 bench: venv
-	$(PY) bench/bench_api.py --policy-rules 50
+	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
+	$(PY) bench/bench_policy.py --rules 50
 
 deb:
 	bash packaging/build-deb.sh

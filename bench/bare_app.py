@@ -20,7 +20,7 @@ def main() -> None:
     logging.getLogger("waitress").setLevel(logging.ERROR)  # no "queue depth" chatter
     app = falcon.App()
     app.add_sink(Ok().on_get, "/")
-    waitress.serve(app, unix_socket=path, unix_socket_perms="600", threads=threads,
+    waitress.serve(app, unix_socket=path, unix_socket_perms="666", threads=threads,
                    _quiet=True)
 
 

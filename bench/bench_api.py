@@ -3,15 +3,22 @@
 Usage: python bench/bench_api.py [--seconds 2] [--rounds 3] [--clients 1,16] [--policy-rules 50]
 
 Each client is its own process with one keep-alive http.client connection over
-the Unix socket (as Zeus clients connect). Prints a table with p50/p99 latency,
-requests/s, and ratios against the bare app measured in the same run.
+the Unix socket (as Zeus clients connect). Run as root, the clients drop to the
+unprivileged user `nobody`, so zeusd really consults its policy (root would be
+allowed before any rule is read). Cases are interleaved in rounds and the
+median round is printed, with ratios against the bare app measured in the same
+run. With --policy-rules N, the same zeusd process is switched by SIGHUP
+between a one-line policy and one where the caller falls through N rules,
+round by round, so the comparison is not between two processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +32,31 @@ sys.path.insert(0, str(REPO))
 from tests.support.client import Client  # noqa: E402
 from tests.support.daemon import wait_serving  # noqa: E402
 
+NOBODY = 65534
+GET_PATH = "/gpu/get_power_limit?gpu_ids=0"
+SET_PATH = "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=true"
+SMALL_POLICY = '[defaults]\noperations = ["all"]\nrestore_on_exit = false\n'
+
+
+def policy_text(rules: int) -> str:
+    """`rules` rules for other users, then the defaults: the caller falls through them all."""
+    lines = []
+    for i in range(rules):
+        lines += ["[[rule]]", f'name = "team-{i}"', f"users = [{20000 + i}]", 'gpus = "all"',
+                  'operations = ["set_power_limit", "gpu-read", "cpu-read"]', "power_limit_w = [200, 600]",
+                  ""]
+    return "\n".join(lines) + "\n" + SMALL_POLICY
+
+
+def _drop_privileges() -> None:
+    if os.geteuid() == 0:
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
+
+
 def _client(address: str, method: str, path: str, seconds: float, start_at: float, out) -> None:
+    _drop_privileges()
     client = Client(address)
     latencies = []
     values = (300000, 310000)
@@ -69,78 +100,82 @@ def run_case(address: str, method: str, path: str, clients: int, seconds: float)
     }
 
 
-def policy_text(rules: int) -> str:
-    """A policy with `rules` rules that do not match root, so root falls through them all."""
-    lines = []
-    for i in range(rules):
-        lines += [f'[[rule]]', f'name = "team-{i}"', f'users = [{20000 + i}]',
-                  'gpus = "all"', 'operations = ["set_power_limit", "gpu-read"]',
-                  'power_limit_w = [200, 600]', '']
-    return "\n".join(lines)
+class Zeusd:
+    """One zeusd process whose policy file the bench swaps (SIGHUP) between rounds."""
 
-
-def start_servers(tmp: Path, threads: int, rules: int):
-    """The bare app, zeusd without a policy file, and (rules > 0) zeusd with `rules` rules."""
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    addresses, procs = {}, []
-    path = str(tmp / "bare.sock")
-    procs.append(subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), path,
-                                   str(threads)], env=env))
-    addresses["bare"] = path
-    for label, count in (("zeusd", 0), ("zeusd+policy", rules)):
-        if label == "zeusd+policy" and not rules:
-            continue
-        policy = tmp / f"policy-{count}.toml"
-        if count:
-            policy.write_text(policy_text(count))
-            os.chmod(policy, 0o644)
-        path = str(tmp / f"{label}.sock")
-        procs.append(subprocess.Popen(
+    def __init__(self, tmp: Path, threads: int, env: dict) -> None:
+        self.policy = tmp / "policy.toml"
+        self.write_policy(SMALL_POLICY)
+        self.socket = str(tmp / "zeusd.sock")
+        self.proc = subprocess.Popen(
             [sys.executable, "-m", "zeusd", "serve", "--gpu-backend", "simulated",
-             "--simulated-gpus", "h200x2", "--socket-path", path, "--policy", str(policy),
-             "--num-workers", str(threads), "--enable", "gpu-control,gpu-read",
-             "--log-level", "warning"],
-            env=env, stderr=subprocess.DEVNULL))
-        addresses[label] = path
-    for proc, path in zip(procs, addresses.values()):
-        wait_serving(path, proc)
-    return {k: "unix:" + v for k, v in addresses.items()}, procs
+             "--simulated-gpus", "h200x2", "--socket-path", self.socket,
+             "--policy", str(self.policy), "--num-workers", str(threads),
+             "--enable", "gpu-control,gpu-read", "--log-level", "warning"],
+            env=env, stderr=subprocess.DEVNULL)
+        self.current = SMALL_POLICY
+
+    def write_policy(self, text: str) -> None:
+        staged = self.policy.with_suffix(".new")
+        staged.write_text(text)
+        os.chmod(staged, 0o644)
+        os.replace(staged, self.policy)
+
+    def use(self, text: str) -> None:
+        if text == self.current:
+            return
+        self.write_policy(text)
+        self.proc.send_signal(signal.SIGHUP)
+        wanted = hashlib.sha256(text.encode()).hexdigest()
+        client = Client("unix:" + self.socket)
+        for _ in range(200):
+            if client.get("/discover").json()["policy"]["policy_hash"] == wanted:
+                self.current = text
+                return
+            time.sleep(0.05)
+        raise SystemExit("zeusd did not take the new policy")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=2.0, help="per case and round")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="cases are interleaved in rounds; the median round is reported")
-    parser.add_argument("--clients", default="1,16")
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads of every server")
-    parser.add_argument("--policy-rules", type=int, default=0,
-                        help="also measure zeusd with a policy of N rules that the caller "
-                             "falls through (the worst case)")
-    args = parser.parse_args()
-    cases = [("bare", "bare 200", "GET", "/gpu/get_power_limit?gpu_ids=0")]
-    servers = ["zeusd"] + (["zeusd+policy"] if args.policy_rules else [])
-    for server in servers:
-        cases += [(server, "get_power_limit", "GET", "/gpu/get_power_limit?gpu_ids=0"),
-                  (server, "set_power_limit", "POST",
-                   "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=true")]
+def start_servers(tmp: Path, threads: int):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    bare_socket = str(tmp / "bare.sock")
+    bare = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), bare_socket,
+                             str(threads)], env=env)
+    zeusd = Zeusd(tmp, threads, env)
+    wait_serving(bare_socket, bare)
+    wait_serving(zeusd.socket, zeusd.proc)
+    return "unix:" + bare_socket, zeusd, [bare, zeusd.proc]
+
+
+def measure(args) -> list:
+    big_policy = policy_text(args.policy_rules) if args.policy_rules else None
     with tempfile.TemporaryDirectory() as tmp:
-        os.chmod(tmp, 0o755)
-        addresses, procs = start_servers(Path(tmp), args.threads, args.policy_rules)
+        os.chmod(tmp, 0o755)  # the clients run as nobody
+        bare, zeusd, procs = start_servers(Path(tmp), args.threads)
         try:
             rows = []
             for clients in (int(c) for c in args.clients.split(",")):
                 samples: dict = {}
+
+                def run(key, address, method, path):
+                    result = run_case(address, method, path, clients, args.seconds)
+                    samples.setdefault(key, []).append(result)
+
                 for _ in range(args.rounds):
-                    for server, name, method, path in cases:
-                        result = run_case(addresses[server], method, path, clients, args.seconds)
-                        samples.setdefault((server, name), []).append(result)
+                    run(("bare", "bare 200"), bare, "GET", GET_PATH)
+                    for policy, server in ((SMALL_POLICY, "zeusd"), (big_policy, "zeusd+rules")):
+                        if policy is None:
+                            continue
+                        zeusd.use(policy)
+                        run((server, "get_power_limit"), "unix:" + zeusd.socket, "GET", GET_PATH)
+                        run((server, "set_power_limit"), "unix:" + zeusd.socket, "POST",
+                            SET_PATH)
                 rows.append((clients, {k: _median(v) for k, v in samples.items()}))
+            return rows
         finally:
             for p in procs:
                 p.terminate()
                 p.wait()
-    print_table(rows, args)
 
 
 def _median(results: list[dict]) -> dict:
@@ -148,19 +183,34 @@ def _median(results: list[dict]) -> dict:
 
 
 def print_table(rows, args) -> None:
-    print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s per case; median round; "
-          f"waitress threads {args.threads}; zeusd+policy = {args.policy_rules} rules")
-    print(f"{'server':<13} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
-          f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/nopolicy':>13}")
+    who = "nobody" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s per case, median round; "
+          f"waitress threads {args.threads}; clients run as {who}; zeusd = 1-line policy, "
+          f"zeusd+rules = the same process after SIGHUP to {args.policy_rules} rules")
+    print(f"{'server':<12} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
+          f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/1-rule':>11}")
     for clients, results in rows:
         base = results[("bare", "bare 200")]
         for (server, name), r in results.items():
             plain = results.get(("zeusd", name))
-            vs_plain = f"{r['p50_us'] / plain['p50_us']:>13.3f}" if server == "zeusd+policy" \
-                else f"{'':>13}"
-            print(f"{server:<13} {clients:>7} {name:<16} {r['p50_us']:>8.0f} "
+            vs_plain = f"{r['p50_us'] / plain['p50_us']:>11.3f}" if server == "zeusd+rules" \
+                else f"{'':>11}"
+            print(f"{server:<12} {clients:>7} {name:<16} {r['p50_us']:>8.0f} "
                   f"{r['p99_us']:>8.0f} {r['rps']:>8.0f} {r['p50_us'] / base['p50_us']:>9.2f} "
                   f"{r['rps'] / base['rps']:>9.2f} {vs_plain}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per case and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", default="1,16")
+    parser.add_argument("--threads", type=int, default=8, help="waitress threads of both servers")
+    parser.add_argument("--policy-rules", type=int, default=0,
+                        help="also measure zeusd after a reload to a policy of N rules that "
+                             "the caller falls through (the worst case)")
+    args = parser.parse_args()
+    print_table(measure(args), args)
 
 
 if __name__ == "__main__":

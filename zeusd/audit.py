@@ -23,6 +23,8 @@ PRIORITY_INFO = 6
 _PLAIN_VALUE = re.compile(r"^[^\s\"'=\\]+$")
 _FIELD_NAME = re.compile(r"[^A-Z0-9_]")
 _UNIT_SUFFIXES = (".service", ".scope")
+_LINE_SKIP = frozenset(("PRIORITY", "SYSLOG_IDENTIFIER", "OBJECT_PID"))
+_LINE_NAMES: dict[str, str] = {}  # journal field name -> its name on a stream line
 _CGROUP_CACHE_SIZE = 4096
 _MISSING = object()
 
@@ -43,12 +45,21 @@ def format_line(fields: dict[str, str]) -> str:
     """One line of key=value pairs; values quoted (JSON style) unless plain."""
     parts = []
     for key, value in fields.items():
-        if key in ("PRIORITY", "SYSLOG_IDENTIFIER", "OBJECT_PID"):
+        if key in _LINE_SKIP:
             continue
-        name = key.removeprefix("ZEUSD_").lower()
-        shown = value if _PLAIN_VALUE.match(value) else json.dumps(value, ensure_ascii=False)
-        parts.append(f"{name}={shown}")
+        name = _LINE_NAMES.get(key)
+        if name is None:
+            name = _LINE_NAMES.setdefault(key, key.removeprefix("ZEUSD_").lower())
+        parts.append(f"{name}={_quote(value)}")
     return "zeusd-audit: " + " ".join(parts)
+
+
+def _quote(value: str) -> str:
+    if _PLAIN_VALUE.match(value):
+        return value
+    if value.isprintable():  # the common case, without json's machinery
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(value, ensure_ascii=False)
 
 
 def caller_cgroup(pid: int | None, proc_root: str = "/proc") -> str | None:
