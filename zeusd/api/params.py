@@ -19,7 +19,8 @@ def _qerr(text: str) -> BadRequest:
     return BadRequest(f"Query deserialize error: {text}")
 
 
-def parse_query(query_string: str, allowed: Iterable[str], required: Iterable[str]) -> dict[str, str]:
+def parse_query(query_string: str, allowed: Iterable[str],
+                required: Iterable[str]) -> dict[str, str]:
     """The query as a dict; unknown, duplicate or missing fields are 400."""
     allowed = tuple(allowed)
     params: dict[str, str] = {}

@@ -63,8 +63,9 @@ def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Ex
         return exc
     if low <= change.power_limit_mw <= high:
         return exc  # the driver refused an in-range value: the range is not the reason
-    return BadRequest(f"NVML error: {exc.text} ({exc.function}): power_limit_mw {change.power_limit_mw} is outside "
-                      f"the valid range {low}-{high} mW of GPU {change.gpu_index}")
+    return BadRequest(f"NVML error: {exc.text} ({exc.function}): power_limit_mw "
+                      f"{change.power_limit_mw} is outside the valid range {low}-{high} mW "
+                      f"of GPU {change.gpu_index}")
 
 
 def _old_value(device: GpuDevice, op: str) -> str | None:
