@@ -13,10 +13,20 @@ from tests.support.sim import SET_PERSISTENCE, SET_POWER, SimGpus
 
 TIMEOUT_S = 2
 HUNG_CALL = "nvmlDeviceGetPowerManagementLimit"
-HUNG = f"NVML call get_power_limit on GPU 0 did not return within {TIMEOUT_S} s"
-NOT_RUN = (f"GPU 0 did not answer within {TIMEOUT_S} s: NVML call get_power_limit has not "
-           "returned; this command was not run")
-NOT_RESPONDING = "GPU 0 is not responding: NVML call get_power_limit has not returned for "
+
+
+def hung_call(call: str) -> str:
+    return f"NVML call {call} on GPU 0 did not return within {TIMEOUT_S} s"
+
+
+def not_run(stuck_call: str) -> str:
+    return (f"GPU 0 did not answer within {TIMEOUT_S} s: NVML call {stuck_call} has not "
+            "returned; this command was not run")
+
+
+HUNG = hung_call("get_power_limit")
+NOT_RUN = not_run("get_power_limit")
+NOT_RESPONDING = "GPU 0 is not responding: NVML call "
 
 
 class Background:
@@ -40,29 +50,36 @@ class Background:
 
 @pytest.fixture(scope="module")
 def hung(start_zeusd, module_tmp):
-    """GPU 0's power-limit read hangs for good (until the daemon exits). Nothing has
-    touched it yet: the first test trips the hang."""
+    """On GPU 0, reading the power limit and setting persistence mode hang for good (until
+    the daemon exits). Nothing has touched them yet: the first test trips the hang."""
     gpus = SimGpus(module_tmp, count=2, name="hung",
-                   faults=[{"gpu": 0, "call": HUNG_CALL, "hang": True}])
+                   faults=[{"gpu": 0, "call": HUNG_CALL, "hang": True},
+                           {"gpu": 0, "call": "nvmlDeviceSetPersistenceMode", "hang": True}])
     return start_zeusd(gpus=gpus, args=("--nvml-timeout-s", str(TIMEOUT_S)))
 
 
 def test_other_gpus_and_service_routes_answer_while_gpu_0_is_hung(hung):
-    hanging = Background(hung, "GET", "/gpu/get_power_limit?gpu_ids=0")
-    queued = Background(hung, "POST", query("/gpu/set_persistence_mode", gpu_ids="0",
-                                             enabled=False, block=True))
     mark = hung.gpus.mark()
+    # Two GPU 0 requests; whichever reaches the GPU first hangs, the other waits behind it.
+    read = Background(hung, "GET", "/gpu/get_power_limit?gpu_ids=0")
+    write = Background(hung, "POST", query("/gpu/set_persistence_mode", gpu_ids="0",
+                                            enabled=False, block=True))
     assert hung.get("/gpu/get_power_limit?gpu_ids=1").status == 200
     assert_ok_empty(hung.post(query("/gpu/set_persistence_mode", gpu_ids="1", enabled=False,
                                     block=True)))
     assert assert_json(hung.get("/discover"), 200)["gpu_ids"] == [0, 1]
     assert hung.get("/time").status == 200
     # All of that finished while the GPU 0 requests were still stuck on the hung call.
-    assert not hanging.done() and not queued.done()
+    assert not read.done() and not write.done()
     assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [False])]
-    assert assert_json(hanging.result(), 504) == {"errors": {"0": HUNG}}
-    # The write queued behind the hung call was answered 504 too, and is never run.
-    assert assert_json(queued.result(), 504) == {"errors": {"0": NOT_RUN}}
+    messages = {assert_json(read.result(), 504)["errors"]["0"],
+                assert_json(write.result(), 504)["errors"]["0"]}
+    # One request's own call hung; the one queued behind it was answered 504 and cancelled.
+    assert messages in ({HUNG, NOT_RUN},
+                        {hung_call("set_persistence_mode"), not_run("set_persistence_mode")}), \
+        messages
+    # The cancelled command never runs later, and GPU 0 was never changed.
+    assert hung.get("/gpu/get_persistence_mode?gpu_ids=0").status == 504
     assert hung.gpus.since(mark) == [(1, SET_PERSISTENCE, [False])]
 
 
