@@ -40,17 +40,10 @@ git ls-files -z --cached --others --exclude-standard \
 rm -rf "$src/debian"
 cp -a packaging/debian "$src/debian"
 
-# Stand-ins for files other parts of the project still have to write. The
-# build says so loudly; the package must not be released with them.
-if [ ! -f "$src/README.md" ]; then
-    echo "build-deb: WARNING: README.md is missing; using a stub" >&2
-    echo "zeusd: privileged GPU-control daemon. See packaging/README.md." >"$src/README.md"
-fi
-if [ ! -f "$src/policy/policy.toml" ]; then
-    echo "build-deb: WARNING: policy/policy.toml is missing; shipping a placeholder" >&2
-    mkdir -p "$src/policy"
-    printf '# placeholder: policy/policy.toml was missing at build time\nversion = 1\n' >"$src/policy/policy.toml"
-fi
+# The package ships these two; refuse to build without them.
+for needed in README.md policy/policy.toml; do
+    [ -f "$src/$needed" ] || { echo "build-deb: $needed is missing" >&2; exit 1; }
+done
 
 if [ -n "$version" ]; then
     {
