@@ -144,8 +144,8 @@ def _report(decision, caller, subject: str, target: str, policy) -> int:
     if not decision.allowed:
         print(f"deny (rule '{decision.rule}'): {decision.message}")
         return EXIT_FAIL
-    undo = ("undone when the caller exits" if decision.restore_on_exit
-            else "kept after the caller exits")
+    undo = ("marked restore_on_exit (not enforced yet: no leases in this release, they are "
+            "kept)" if decision.restore_on_exit else "kept after the caller exits")
     rule = "root may always act" if decision.rule == "root" else f"rule '{decision.rule}'"
     print(f"allow ({rule}): {who(caller)} may {subject} on {target}")
     if subject.startswith("set_") or subject.startswith("reset_"):
