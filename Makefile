@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DEMO_SOCKET ?= /tmp/zeusd-demo/zeusd.sock
 
-.PHONY: venv demo test test-oldest bench deb e2e clean
+.PHONY: venv compat-clients demo test test-oldest bench deb e2e clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+## Released Zeus clients (zeus 0.16, 0.15, zeus-ml 0.11), for tests/compat; pinned, idempotent.
+compat-clients: venv
+	$(PY) tests/compat/install_clients.py
 
 ## Run the daemon on 4 simulated H200s (no NVIDIA driver needed); Ctrl-C stops it.
 demo: venv
@@ -24,7 +28,7 @@ demo: venv
 	    --socket-path $(DEMO_SOCKET) --policy $(CURDIR)/policy/demo-policy.toml
 
 ## All tests that need no container: unit, real daemon processes, transport.
-test: venv
+test: venv compat-clients
 	$(PY) -m pytest -q tests --ignore=tests/e2e
 
 ## The same suite on the oldest supported stack: Debian 12's Falcon 3.1 and waitress 2.1.
@@ -35,7 +39,7 @@ $(VENV)-oldest/.installed: pyproject.toml
 	$(VENV)-oldest/bin/python -m pip install -q --no-deps -e .
 	touch $@
 
-test-oldest: $(VENV)-oldest/.installed
+test-oldest: $(VENV)-oldest/.installed compat-clients
 	$(VENV)-oldest/bin/python -m pytest -q tests --ignore=tests/e2e
 
 ## The packaged daemon in a booted Debian 12 systemd container (root; run .ci/e2e-deps.sh once).
