@@ -94,6 +94,7 @@ def build_state(config: ServeConfig, policy_store, auditor):
     from .service.gpu_control import GpuControl
     from .service.gpu_manager import GpuManager
     from .service.reads import CpuReads, GpuReads
+    from .service.streams import build_hub
 
     backend, devices, infos = _open_gpus(config)
     cpus = _open_cpus(config)
@@ -109,8 +110,18 @@ def build_state(config: ServeConfig, policy_store, auditor):
         gpu_control=GpuControl(manager, policy_store, auditor),
         gpu_reads=GpuReads(manager, policy_store, auditor),
         cpu_reads=CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz),
+        streams=build_hub(devices, cpus, config.gpu_power_poll_hz, config.cpu_power_poll_hz,
+                          config.num_workers, keepalive_s=_stream_keepalive_s()),
     )
     return state, manager
+
+
+def _stream_keepalive_s() -> float:
+    """Seconds between heartbeats on an idle stream; tests shorten it through the environment."""
+    try:
+        return float(os.environ.get("ZEUSD_STREAM_KEEPALIVE_S", "15"))
+    except ValueError:
+        return 15.0
 
 
 def run(config: ServeConfig) -> int:
@@ -146,7 +157,7 @@ def _serve(config: ServeConfig) -> int:
         raise StartupError(str(exc)) from None
     server = make_server(create_app(state), [lst.sock for lst in listeners],
                          threads=config.num_workers)
-    _install_signals(policy_store)
+    _install_signals(policy_store, state.streams.shutdown)
     log.info("zeusd serving on %s: %d GPU(s) (%s), %d CPU(s), groups %s, policy %s",
              ", ".join(lst.description for lst in listeners), len(state.gpu_infos),
              state.backend_kind, len(state.cpus), ",".join(sorted(config.enabled_groups)),
@@ -157,15 +168,17 @@ def _serve(config: ServeConfig) -> int:
     finally:
         sdnotify.notify("STOPPING=1")
         remove_owned(listeners)
+        state.streams.shutdown()
         manager.close()
         state.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
 
 
-def _install_signals(policy_store) -> None:
+def _install_signals(policy_store, end_streams) -> None:
     def stop(signum, frame):
         log.info("received %s, shutting down", signal.Signals(signum).name)
+        end_streams()  # else waitress waits 5 s for the worker threads that hold streams
         raise SystemExit(0)
 
     def reload(signum, frame):

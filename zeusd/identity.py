@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 # WSGI environ key under which the transport layer stores the Caller.
 # Header-derived keys are always HTTP_*, so a request cannot forge it.
 ENVIRON_KEY = "zeusd.caller"
+# ...and a callable telling whether the client has hung up (for long responses: streams).
+PEER_CLOSED_KEY = "zeusd.peer_closed"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import falcon
 
 from ..errors import AggregatedError, ZeusdError
-from . import cpu, gpu, legacy
+from . import cpu, gpu, legacy, streams
 from .middleware import Gate
 from .respond import LegacyError, send_json, send_text
 from .service import Discover, Time, Whoami
@@ -29,6 +29,7 @@ class DaemonState:
     gpu_control: object
     gpu_reads: object
     cpu_reads: object
+    streams: object = None  # service.streams.StreamHub; None: no stream routes
 
 
 def _zeusd_error(req, resp, ex: ZeusdError, params) -> None:
@@ -71,4 +72,6 @@ def create_app(state: DaemonState) -> falcon.App:
     gpu.add_routes(app, state.gpu_control, state.gpu_reads)
     legacy.add_routes(app, state.gpu_control)
     cpu.add_routes(app, state.cpu_reads)
+    if state.streams is not None:
+        streams.add_routes(app, state.streams, state.gpu_reads.gate, state.cpu_reads.gate)
     return app

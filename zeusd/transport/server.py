@@ -14,7 +14,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import WSGITask
 
-from ..identity import ENVIRON_KEY, Caller
+from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
 from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,31 @@ class PeerTask(WSGITask):
     def get_environment(self):
         environ = super().get_environment()
         environ[ENVIRON_KEY] = self.channel.zeusd_caller
+        environ[PEER_CLOSED_KEY] = self._peer_closed
         return environ
+
+    def _peer_closed(self) -> bool:
+        """Has the client hung up? A non-consuming peek, for long responses (streams).
+
+        waitress does not read a connection while its request runs (no request
+        lookahead, which would cost every request), so the peek sees the EOF."""
+        sock = self.channel.socket
+        if sock is None:  # waitress already closed the channel (a write failed)
+            return True
+        try:
+            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return data == b""
+
+    def write(self, data):
+        super().write(data)
+        if data and self.content_length is None:
+            # A streamed body (power streams): waitress would send a small chunk only at its
+            # next loop turn (up to a second later) or past send_bytes; wake the loop now.
+            self.channel.server.pull_trigger()
 
 
 class PeerChannel(HTTPChannel):
