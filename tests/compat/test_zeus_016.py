@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from tests.compat.conftest import (CounterWriter, by_gpu, fake_state, rapl_raw, route_status)
 from tests.support.sim import (RESET_GPU_CLOCKS, RESET_MEM_CLOCKS, SET_GPU_CLOCKS,
@@ -172,10 +171,7 @@ def test_zeusd_nvidia_gpu_reset_power_limit(compat):
 
 def test_power_streaming_client(compat):
     for path in ("/gpu/stream_power", "/cpu/stream_power"):
-        status = route_status(compat.socket_path, path)
-        if status == 404:
-            pytest.xfail(f"zeusd answers GET {path} with 404 (API.md 'Streams' is not served "
-                         f"yet), so zeus 0.16 PowerStreamingClient never gets a reading")
+        assert route_status(compat.socket_path, path) == 200, path
     out = drive(compat, "stream", wait_s=5.0)
     readings = out["readings"]
     assert readings is not None, out["_stderr"][-2000:]
