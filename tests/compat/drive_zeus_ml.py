@@ -19,18 +19,11 @@ SOCKET = REQUEST["socket"]
 import pynvml
 import zeus
 
+from driver_common import attempt, fail  # noqa: E402,F401 (next to this script)
+
 VERSION = zeus.__version__
 
 
-def fail(exc: BaseException) -> dict:
-    return {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc)}
-
-
-def attempt(fn, *args, **kw):
-    try:
-        return {"ok": fn(*args, **kw)}
-    except Exception as exc:  # noqa: BLE001 -- the client's own exception is the point
-        return {"error": fail(exc)}
 
 
 def require_fake_nvml() -> None:

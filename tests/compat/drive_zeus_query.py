@@ -21,19 +21,11 @@ SOCKET = REQUEST["socket"]  # None when the daemon listens on TCP (REQUEST["host
 import zeus
 from zeus.utils.zeusd import ZeusdClient, ZeusdConfig, require_capabilities
 
+from driver_common import attempt, fail  # noqa: E402,F401 (next to this script)
+
 VERSION = zeus.__version__
 
 
-def fail(exc: BaseException) -> dict:
-    """What a caller of the client sees when it raises."""
-    return {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc)}
-
-
-def attempt(fn, *args, **kw):
-    try:
-        return {"ok": fn(*args, **kw)}
-    except Exception as exc:  # noqa: BLE001 -- the client's own exception is the point
-        return {"error": fail(exc)}
 
 
 def keys(mapping: dict) -> dict:

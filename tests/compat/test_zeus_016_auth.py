@@ -12,20 +12,12 @@ import json
 from pathlib import Path
 
 from tests.support.sim import SET_POWER
-from tests.support.tokens import SIGNING_KEY
+from tests.support.tokens import SIGNING_KEY, TOKEN_POLICY
 from zeusd.auth.tokens import issue
 
 CLIENT = "zeus-0.16.0"
 DRIVER = "drive_zeus_query.py"
-POLICY = """
-[defaults]
-operations = ["gpu-read", "cpu-read"]
-
-[[rule]]
-name = "alice"
-tokens = ["alice"]
-operations = ["gpu-read", "cpu-read", "set_power_limit"]
-"""
+POLICY = TOKEN_POLICY
 
 
 def zeusd_options(tmp: Path) -> dict:

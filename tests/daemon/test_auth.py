@@ -10,21 +10,13 @@ import pytest
 from tests.support.checks import assert_error, assert_json, assert_ok_empty, group_disabled, query
 from tests.support.daemon import env_with_repo, zeusd_command
 from tests.support.sim import SET_POWER
-from tests.support.tokens import SIGNING_KEY, bearer, sign
+from tests.support.tokens import SIGNING_KEY, TOKEN_POLICY, bearer, sign
 from zeusd.auth.tokens import decode, issue
 
 MISSING = "Authentication required. Provide an Authorization: Bearer <token> header."
 CHALLENGE = 'Bearer realm="zeusd"'
 SET_LIMIT = query("/gpu/set_power_limit", gpu_ids="0", power_limit_mw=300_000, block=True)
-POLICY = """
-[defaults]
-operations = ["gpu-read", "cpu-read"]
-
-[[rule]]
-name = "alice"
-tokens = ["alice"]
-operations = ["gpu-read", "cpu-read", "set_power_limit"]
-"""
+POLICY = TOKEN_POLICY
 
 
 def token(scopes, sub="alice", expires_in_s=3600) -> str:

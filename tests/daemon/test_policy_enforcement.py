@@ -31,12 +31,10 @@ from tests.support.sim import (
     SET_PERSISTENCE,
     SET_POWER,
 )
-from tests.support.users import Account, Accounts, Group, UserAgent
+from tests.support.users import Account, Accounts, Group, UserAgent, needs_real_users
 from zeusd.devices.loader import open_backend
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv")),
-    reason="needs root, useradd/groupadd and setpriv to run requests as real users")
+pytestmark = needs_real_users
 
 POLICY = """\
 version = 1

@@ -8,7 +8,6 @@ be rejected with the old policy still deciding, and the connection must never dr
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
@@ -23,11 +22,9 @@ from tests.support.policy_daemon import (
     traversable_dir,
 )
 from tests.support.sim import SET_POWER
-from tests.support.users import Accounts, UserAgent
+from tests.support.users import Accounts, UserAgent, needs_real_users
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv")),
-    reason="needs root, useradd/groupadd and setpriv to run requests as real users")
+pytestmark = needs_real_users
 
 TEMPLATE = """\
 version = 1

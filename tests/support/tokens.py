@@ -24,3 +24,15 @@ def sign(claims: dict, key: bytes = SIGNING_KEY, header: dict | None = None) -> 
 
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+# A policy for token callers: everybody reads; the token subject "alice" may also set power limits.
+TOKEN_POLICY = """
+[defaults]
+operations = ["gpu-read", "cpu-read"]
+
+[[rule]]
+name = "alice"
+tokens = ["alice"]
+operations = ["gpu-read", "cpu-read", "set_power_limit"]
+"""

@@ -15,6 +15,8 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import pytest
+
 from .daemon import REPO
 
 
@@ -277,3 +279,9 @@ class UserAgent:
                 self.proc.wait()
         for stream in (self.proc.stdout, self.proc.stderr):
             stream.close()
+
+
+# Tests that run requests as real Unix users created for the test.
+needs_real_users = pytest.mark.skipif(
+    os.geteuid() != 0 or not all(shutil.which(t) for t in ("useradd", "groupadd", "setpriv")),
+    reason="needs root, useradd/groupadd and setpriv to run requests as real users")
