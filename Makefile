@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 DEMO_SOCKET ?= /tmp/zeusd-demo/zeusd.sock
 
-.PHONY: venv compat-clients demo test test-oldest bench deb e2e clean
+.PHONY: venv compat-clients demo demo-tcp demo-args demo-tcp-args test test-oldest bench deb e2e clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,33 @@ venv: $(VENV)/.installed
 compat-clients: venv
 	$(PY) tests/compat/install_clients.py
 
-## Run the daemon on 4 simulated H200s (no NVIDIA driver needed); Ctrl-C stops it.
+## The demo's daemon flags, in one place: `make demo` runs them and tests/daemon/test_readme_examples.py
+## reads them back (`make -s demo-args`), so the README's examples are checked against this exact setup.
+DEMO_ARGS = --gpu-backend simulated --simulated-gpus h200x4 --cpu-backend simulated --simulated-cpus 2 \
+	--policy $(CURDIR)/policy/demo-policy.toml
+DEMO_TCP_ARGS = --mode tcp --tcp-bind-address 127.0.0.1:4938 --signing-key-path $(DEMO_KEY)
+DEMO_KEY ?= /tmp/zeusd-demo/signing.key
+
+## Run the daemon on 4 simulated H200s and 2 simulated CPUs (no NVIDIA driver, no RAPL); Ctrl-C stops it.
 demo: venv
 	@echo "zeusd on $(DEMO_SOCKET); try:"
+	@echo "  $(VENV)/bin/zeusctl --socket $(DEMO_SOCKET) status"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/discover"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) -X POST 'http://localhost/gpu/set_power_limit?gpu_ids=0&power_limit_mw=300000&block=true'"
-	@echo "  curl --unix-socket $(DEMO_SOCKET) 'http://localhost/gpu/get_power_limit'"
-	$(VENV)/bin/zeusd serve --gpu-backend simulated --simulated-gpus h200x4 \
-	    --socket-path $(DEMO_SOCKET) --policy $(CURDIR)/policy/demo-policy.toml
+	@echo "  curl --unix-socket $(DEMO_SOCKET) 'http://localhost/cpu/get_cumulative_energy?cpu=true&dram=true'"
+	$(VENV)/bin/zeusd serve $(DEMO_ARGS) --socket-path $(DEMO_SOCKET)
+
+## The same demo on TCP 127.0.0.1:4938 with bearer tokens (a fresh signing key in $(DEMO_KEY)).
+demo-tcp: venv
+	mkdir -p $(dir $(DEMO_KEY)) && umask 077 && head -c 32 /dev/urandom > $(DEMO_KEY)
+	@echo "TOKEN=\$$($(VENV)/bin/zeusd token issue --signing-key-path $(DEMO_KEY) --user $$USER --scope gpu-control,gpu-read,cpu-read --expires 1d)"
+	$(VENV)/bin/zeusd serve $(DEMO_ARGS) $(DEMO_TCP_ARGS)
+
+demo-args:
+	@echo $(DEMO_ARGS)
+
+demo-tcp-args:
+	@echo $(DEMO_TCP_ARGS)
 
 ## All tests that need no container: unit, real daemon processes, transport.
 test: venv compat-clients

@@ -83,6 +83,9 @@ def _add_serve_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--policy", default=d(DEFAULT_POLICY_PATH), metavar="PATH")
     p.add_argument("--rapl-root", default=d(None), metavar="DIR",
                    help="RAPL powercap directory (default /zeus_sys/... or /sys/...)")
+    p.add_argument("--cpu-backend", choices=("rapl", "simulated"), default=d("rapl"))
+    p.add_argument("--simulated-cpus", type=_typed(_positive_int), default=d(2), metavar="N",
+                   help="CPU packages of the simulated CPU backend (default 2)")
     p.add_argument("--nvml-timeout-s", type=_typed(_positive_float), default=d(10.0),
                    help="an NVML call running longer answers 504 (default 10)")
     p.add_argument("--max-queue-per-gpu", type=_typed(_positive_int), default=d(1024),
@@ -118,7 +121,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         gpu_power_poll_hz=args.gpu_power_poll_hz, cpu_power_poll_hz=args.cpu_power_poll_hz,
         signing_key_path=args.signing_key_path, gpu_backend=args.gpu_backend,
         simulated_gpus=args.simulated_gpus, policy_path=args.policy,
-        rapl_root=args.rapl_root, nvml_timeout_s=args.nvml_timeout_s,
+        rapl_root=args.rapl_root, cpu_backend=args.cpu_backend,
+        simulated_cpus=args.simulated_cpus, nvml_timeout_s=args.nvml_timeout_s,
         max_queue_per_gpu=args.max_queue_per_gpu, log_level=args.log_level,
     )
 

@@ -28,6 +28,8 @@ class ServeConfig:
     simulated_gpus: str | None = None
     policy_path: str = DEFAULT_POLICY_PATH
     rapl_root: str | None = None
+    cpu_backend: str = "rapl"  # "simulated": zeusd.devices.simulated_rapl (demo, no RAPL)
+    simulated_cpus: int = 2
     nvml_timeout_s: float = 10.0
     max_queue_per_gpu: int = 1024
     log_level: str = "info"

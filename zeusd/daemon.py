@@ -69,8 +69,11 @@ def _open_cpus(config: ServeConfig) -> list:
     if CPU_READ not in config.enabled_groups:
         return []
     from .devices.rapl import discover_rapl
+    from .devices.simulated_rapl import simulated_cpus
 
     try:
+        if config.cpu_backend == "simulated":
+            return simulated_cpus(config.simulated_cpus)
         return discover_rapl(config.rapl_root)
     except Exception as exc:  # noqa: BLE001 - upstream: RAPL init failure is fatal
         raise StartupError(f"cannot read RAPL counters: {exc}") from None

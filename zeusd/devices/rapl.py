@@ -102,13 +102,17 @@ class RaplCpu:
         self._package_counter = _WrapCounter(package.max_energy_uj)
         self._dram_counter = _WrapCounter(dram.max_energy_uj) if dram else None
 
+    def _raw_uj(self, domain: RaplDomain) -> int:
+        """The domain's raw (wrapping) counter; the simulated CPUs override only this."""
+        return _read_u64(domain.energy_path)
+
     @property
     def dram_available(self) -> bool:
         return self.dram is not None
 
     def read_cpu_energy_uj(self) -> int:
         """Package energy since an arbitrary origin, wraps compensated."""
-        raw_uj = _read_u64(self.package.energy_path)
+        raw_uj = self._raw_uj(self.package)
         with self._lock:
             return self._package_counter.update(raw_uj)
 
@@ -116,7 +120,7 @@ class RaplCpu:
         """DRAM energy, wraps compensated; RaplError if this package has no DRAM domain."""
         if self.dram is None or self._dram_counter is None:
             raise RaplError(f"CPU {self.index} has no DRAM RAPL domain")
-        raw_uj = _read_u64(self.dram.energy_path)
+        raw_uj = self._raw_uj(self.dram)
         with self._lock:
             return self._dram_counter.update(raw_uj)
 
