@@ -118,3 +118,15 @@ def test_sparkline_scales_between_min_and_max():
 
 def test_table_aligns_columns():
     assert table(["A", "BB"], [["xyz", "1"], ["q", "22"]]) == "A    BB\nxyz  1\nq    22"
+
+
+def test_address_flags_then_the_zeus_clients_environment():
+    from zeusd.ctl.transport import DEFAULT_SOCKET_PATH, resolve_address
+
+    env = {"ZEUSD_SOCK_PATH": "/e.sock", "ZEUSD_HOST_PORT": "h:1"}
+    assert resolve_address("/f.sock", None, env) == ("/f.sock", None)
+    assert resolve_address(None, "http://x:2", env) == (None, "http://x:2")
+    assert resolve_address(None, None, env) == ("/e.sock", None)
+    assert resolve_address(None, None, {"ZEUSD_HOST_PORT": "h:1"}) == (None, "http://h:1")
+    assert resolve_address(None, None, {"ZEUSD_HOST_PORT": "h"}) == (None, "http://h:4938")
+    assert resolve_address(None, None, {}) == (DEFAULT_SOCKET_PATH, None)

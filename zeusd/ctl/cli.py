@@ -15,7 +15,7 @@ import sys
 
 from . import change, status
 from .output import print_json
-from .transport import DEFAULT_SOCKET_PATH, CannotConnect, Daemon, DaemonError
+from .transport import DEFAULT_SOCKET_PATH, CannotConnect, Daemon, DaemonError, resolve_address
 from .units import UnitError, parse_gpu_ids
 from .watch import watch
 
@@ -57,9 +57,10 @@ def _common_flags(defaults: bool) -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", metavar="PATH", default=d(None),
-                        help=f"zeusd's Unix socket (default {DEFAULT_SOCKET_PATH})")
+                        help=f"zeusd's Unix socket (default $ZEUSD_SOCK_PATH or {DEFAULT_SOCKET_PATH})")
     common.add_argument("--url", default=d(None),
-                        help="zeusd over TCP, e.g. http://127.0.0.1:4938 (token: $ZEUSD_TOKEN)")
+                        help="zeusd over TCP, e.g. http://127.0.0.1:4938 (default $ZEUSD_HOST_PORT; "
+                        "bearer token from $ZEUSD_TOKEN)")
     common.add_argument("--json", action="store_true", default=d(False),
                         help="machine-readable output (one JSON document)")
     return common
@@ -146,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "set":  # a bad unit is a usage error: check it before connecting
             change.parse_setting(args.knob, args.value)
-        daemon = Daemon(socket_path=args.socket, url=args.url)
+        socket_path, url = resolve_address(args.socket, args.url)
+        daemon = Daemon(socket_path=socket_path, url=url)
     except (UnitError, ValueError) as exc:
         return _fail(args, EXIT_USAGE, str(exc))
     try:

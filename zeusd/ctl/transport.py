@@ -16,7 +16,25 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 DEFAULT_SOCKET_PATH = "/run/zeusd/zeusd.sock"
-TOKEN_ENV = "ZEUSD_TOKEN"
+DEFAULT_TCP_PORT = 4938
+# The environment the Zeus Python client reads, so one `export` serves both.
+TOKEN_ENV, SOCKET_ENV, HOST_PORT_ENV = "ZEUSD_TOKEN", "ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"
+
+
+def resolve_address(socket_path: str | None, url: str | None,
+                    environ=os.environ) -> tuple[str | None, str | None]:
+    """(socket path, url): the flags win; then $ZEUSD_SOCK_PATH, then $ZEUSD_HOST_PORT
+    (``host`` or ``host:port``, port 4938 by default), as the Zeus client does."""
+    if socket_path or url:
+        return socket_path, url
+    if environ.get(SOCKET_ENV):
+        return environ[SOCKET_ENV], None
+    host_port = environ.get(HOST_PORT_ENV)
+    if host_port:
+        if ":" not in host_port:
+            host_port = f"{host_port}:{DEFAULT_TCP_PORT}"
+        return None, f"http://{host_port}"
+    return DEFAULT_SOCKET_PATH, None
 
 
 class CannotConnect(Exception):
