@@ -1,4 +1,4 @@
-"""zeus 0.16.0's ZeusdClient over TCP with bearer tokens (API.md section 4).
+"""zeus 0.16.0's ZeusdClient over TCP with bearer tokens (docs/api.md "Authentication").
 
 The client is configured the documented way (ZEUSD_HOST_PORT, ZEUSD_TOKEN): it reads
 ``auth_required`` from /discover, asks /auth/whoami for its scopes, and derives

@@ -1,4 +1,4 @@
-"""Bearer-token auth over TCP (API.md section 4; upstream auth.rs tests) and `zeusd token issue`."""
+"""Bearer-token auth over TCP (docs/api.md "Authentication"; upstream auth.rs tests) and `zeusd token issue`."""
 
 from __future__ import annotations
 

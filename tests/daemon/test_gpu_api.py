@@ -1,4 +1,4 @@
-"""Query-style GPU writes (API.md section 2), upstream HEAD gpu.rs tests included.
+"""Query-style GPU writes (docs/api.md "GPU writes"), upstream HEAD gpu.rs tests included.
 
 One daemon with four simulated H200s serves the module; what the GPUs applied
 is read back from the simulator's journal (one line per setter that

@@ -1,4 +1,4 @@
-"""Legacy path-style API of zeus-ml 0.10-0.13 (API.md section 3; upstream v0.1 gpu.rs tests)."""
+"""Legacy path-style API of zeus-ml 0.10-0.13 (docs/api.md "Legacy path-style API"; upstream v0.1 gpu.rs tests)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SSE power streams against the real daemon (API.md "Streams", upstream 5.2's stream tests)."""
+"""SSE power streams against the real daemon (docs/api.md "Power streams", upstream 5.2's stream tests)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ changes = st.one_of(
 
 
 def reference_match(rule: dict, caller: Caller, gpu: int) -> bool:
-    """Written independently of the implementation, straight from POLICY.md."""
+    """Written independently of the implementation, straight from the policy semantics in policy/README.md."""
     if rule["gpus"] != "all" and gpu not in rule["gpus"]:
         return False
     if rule["everyone"]:
