@@ -62,6 +62,8 @@ def test_serve_help_lists_the_serve_flags():
     (("--nvml-timeout-s", "-1"), "must be positive"),
     (("--max-queue-per-gpu", "lots"), "--max-queue-per-gpu"),
     (("--gpu-backend", "cuda"), "invalid choice: 'cuda'"),
+    (("--cpu-backend", "msr"), "invalid choice: 'msr'"),
+    (("--simulated-cpus", "0"), "must be positive, got 0"),
     (("--frobnicate",), "unrecognized arguments: --frobnicate"),
 ])
 @pytest.mark.parametrize("serve", [True, False], ids=["serve", "flags-only"])

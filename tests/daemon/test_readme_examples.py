@@ -22,7 +22,9 @@ import pytest
 
 from tests.support.daemon import REPO, Daemon
 from tests.support.harness import short_dir
+from tests.support.ctl import zeusctl_as
 from tests.support.tokens import sign
+from tests.support.users import Accounts, needs_real_users
 
 # CI installs both (.ci/run), so there a missing tool fails instead of skipping.
 pytestmark = pytest.mark.skipif(
@@ -165,3 +167,37 @@ def test_the_simulated_cpus_count_energy(demo):
     for cpu in ("0", "1"):
         assert second[cpu]["cpu_energy_uj"] > first[cpu]["cpu_energy_uj"]
         assert second[cpu]["dram_energy_uj"] > first[cpu]["dram_energy_uj"]
+
+
+@needs_real_users
+def test_the_demo_as_an_ordinary_user_shows_the_policy(tmp_path):
+    """The README's recipe: `make demo DEMO_POLICY=.../deny-some.toml` run by an ordinary user,
+    and that user's zeusctl: allowed within the range, denied outside it, with the reason."""
+    policy = REPO / "policy" / "examples" / "deny-some.toml"
+    with Accounts() as accounts:
+        user = accounts.user("demo")
+        sock_dir = short_dir()
+        os.chown(sock_dir, user.uid, user.gid)  # the user's daemon creates its socket here
+        socket_path = str(sock_dir / "zeusd.sock")
+        args = ["serve", *make_vars("demo-args", DEMO_POLICY=str(policy)),
+                "--socket-path", socket_path]
+        prefix = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
+                  "--clear-groups"]
+        daemon = Daemon(tmp_path, args, wait_path=socket_path, prefix=prefix)
+        try:
+            ctl = lambda *a: zeusctl_as(user, "--socket", socket_path, *a)  # noqa: E731
+            who = ctl("--json", "whoami").json()
+            assert who["caller"]["uid"] == user.uid
+            assert [g["rule"] for g in who["policy"]["applies"]][-1] == "default"
+            assert ctl("set", "power-limit", "300W", "--gpu", "0").code == 0
+            over = ctl("set", "power-limit", "500W", "--gpu", "0")
+            assert over.code == 4
+            assert over.stderr == (
+                "zeusctl: error: power_limit_mw 500000 is outside the range 250000-400000 that "
+                f"the [defaults] allow uid {user.uid} on GPU 0\n")
+            clocks = ctl("set", "gpu-clocks", "1980MHz", "--gpu", "0")
+            assert clocks.code == 4 and "do not allow set_gpu_locked_clocks" in clocks.stderr
+        finally:
+            daemon.stop()
+            shutil.rmtree(sock_dir, ignore_errors=True)
+        assert "Traceback" not in daemon.log(), daemon.log()

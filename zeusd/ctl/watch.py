@@ -44,12 +44,14 @@ class Screen:
         self.interval_s = interval_s
         self.lines = 0
         self.last_s = float("-inf")
+        self.shown: str | None = None
 
     def draw(self, frame: str, force: bool = False) -> None:
+        """Draw at most once per interval; ``force`` draws a frame not shown yet (the last)."""
         now = time.monotonic()
-        if not force and now - self.last_s < self.interval_s:
+        if frame == self.shown or (not force and now - self.last_s < self.interval_s):
             return
-        self.last_s = now
+        self.last_s, self.shown = now, frame
         if self.tty and self.lines:
             self.out.write(f"\x1b[{self.lines}F\x1b[J")  # up to the frame's start, clear below
         self.out.write(frame + ("\n" if self.tty else "\n\n"))
