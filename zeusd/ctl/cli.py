@@ -4,7 +4,7 @@ Exit codes (documented in docs/zeusctl.md; keep them stable):
   0 ok; 2 usage error (bad flag, bad unit, bad GPU list) -- nothing was sent;
   3 cannot connect to the daemon; 4 denied (401 token missing/invalid, 403 policy or scope);
   5 the daemon refused the request (other 4xx: bad value, unknown GPU, disabled group, 429);
-  6 the daemon failed (5xx: NVML error, timeout).
+  6 the daemon failed (5xx: NVML error, timeout), or answered something that is not JSON.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="return once the daemon accepted it, do not wait for the GPU")
     reset = sub.add_parser("reset", parents=[common, gpu], help="unlock clocks")
     reset.add_argument("knob", choices=sorted(change.RESETTERS))
-    reset.add_argument("--no-block", action="store_true")
+    reset.add_argument("--no-block", action="store_true",
+                       help="return once the daemon accepted it, do not wait for the GPU")
     w = sub.add_parser("watch", parents=[common, gpu], help="live power per GPU (Ctrl-C stops)")
     w.add_argument("--count", type=_positive(int), help="stop after this many power samples")
     w.add_argument("--duration", type=_positive(float), metavar="SECONDS", help="stop after this long")

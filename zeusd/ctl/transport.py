@@ -18,6 +18,7 @@ from typing import Iterator
 DEFAULT_SOCKET_PATH = "/run/zeusd/zeusd.sock"
 DEFAULT_TCP_PORT = 4938
 # The environment the Zeus Python client reads, so one `export` serves both.
+BAD_ANSWER = 502  # what a gateway says for an answer it cannot use; zeusctl exits 6
 TOKEN_ENV, SOCKET_ENV, HOST_PORT_ENV = "ZEUSD_TOKEN", "ZEUSD_SOCK_PATH", "ZEUSD_HOST_PORT"
 
 
@@ -130,7 +131,11 @@ class Daemon:
             raise CannotConnect(f"zeusd at {self.where} broke the connection: {exc}") from None
         if not 200 <= resp.status < 300:
             raise _parse_error(resp.status, resp.getheader("Content-Type", ""), body)
-        return json.loads(body) if body.strip() else None
+        try:
+            return json.loads(body) if body.strip() else None
+        except ValueError:  # not zeusd, or a proxy's page: a failure on the far side
+            raise DaemonError(BAD_ANSWER, f"{self.where} answered {route} with something that "
+                                          "is not JSON (is it zeusd?)") from None
 
     def get(self, route: str, params: dict | None = None) -> object:
         return self.call("GET", route, params)
@@ -149,7 +154,11 @@ class Daemon:
             if not line:
                 return
             if line.startswith(b"data:"):
-                yield json.loads(line[5:])
+                try:
+                    yield json.loads(line[5:])
+                except ValueError:
+                    raise DaemonError(BAD_ANSWER, f"{self.where} sent a stream event that is "
+                                                  "not JSON") from None
 
     def set_read_timeout(self, timeout_s: float) -> None:
         """Limit how long the next read from an open stream may wait."""
