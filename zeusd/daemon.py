@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
@@ -77,11 +78,12 @@ def _open_cpus(config: ServeConfig) -> list:
 
 
 def _listeners(config: ServeConfig):
-    from .transport.listen import Listener, bind_tcp, bind_unix, systemd_sockets
+    from .transport.listen import (Listener, bind_tcp, bind_unix, describe_socket,
+                                   systemd_sockets)
 
     inherited = systemd_sockets()
     if inherited:
-        return [Listener(s, f"systemd fd {s.fileno()}") for s in inherited]
+        return [Listener(s, f"systemd fd {s.fileno()} ({describe_socket(s)})") for s in inherited]
     if config.mode == "tcp":
         return [bind_tcp(config.tcp_bind_address)]
     return [bind_unix(config.socket_path, config.socket_permissions,
@@ -155,6 +157,7 @@ def _serve(config: ServeConfig) -> int:
         listeners = _listeners(config)
     except (ListenError, ValueError) as exc:
         raise StartupError(str(exc)) from None
+    _warn_anonymous_tcp(config, listeners)
     server = make_server(create_app(state), [lst.sock for lst in listeners],
                          threads=config.num_workers)
     _install_signals(policy_store, state.streams.shutdown)
@@ -173,6 +176,15 @@ def _serve(config: ServeConfig) -> int:
         state.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
+
+
+def _warn_anonymous_tcp(config: ServeConfig, listeners) -> None:
+    """TCP has no kernel-checked identity: without tokens every TCP caller is `anonymous`."""
+    tcp = [lst.description for lst in listeners if lst.sock.family != socket.AF_UNIX]
+    if tcp and not config.signing_key_path:
+        log.warning("serving TCP (%s) WITHOUT --signing-key-path: every TCP caller is anonymous "
+                    "and gets only what the policy grants `anonymous` (see `zeusd policy "
+                    "explain`); anyone who can reach the port gets that", ", ".join(tcp))
 
 
 def _install_signals(policy_store, end_streams) -> None:
