@@ -10,9 +10,12 @@ import sys
 import threading
 
 from .config import ServeConfig
+from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL
 
 log = logging.getLogger("zeusd")
+# NVML calls that fail when the library or driver cannot start at all.
+INIT_FUNCTIONS = ("nvmlInit", "nvmlDeviceGetCount_v2")
 
 
 class StartupError(Exception):
@@ -24,20 +27,6 @@ def _setup_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-
-
-def has_cap_sys_admin() -> bool:
-    """True for euid 0 or CAP_SYS_ADMIN (bit 21) in the effective set."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> 21 & 1)
-    except OSError:
-        pass
-    return False
 
 
 def _check_privileges(config: ServeConfig) -> None:
@@ -58,12 +47,20 @@ def _open_gpus(config: ServeConfig):
         devices = backend.devices()
         infos = [d.info() for d in devices]
     except NvmlError as exc:
-        hint = " Install the NVIDIA driver, or use --gpu-backend simulated." \
-            if config.gpu_backend == "nvml" else ""
-        raise StartupError(f"cannot open the GPUs: {exc.message}.{hint}") from None
+        raise StartupError(_nvml_failure(config, exc)) from None
     except (ValueError, OSError) as exc:
         raise StartupError(f"cannot open the GPUs: {exc}") from None
     return backend, devices, infos
+
+
+def _nvml_failure(config: ServeConfig, exc) -> str:
+    """One line: what NVML said, the likely cause seen on this machine, and the fix."""
+    if config.gpu_backend != "nvml" or exc.function not in INIT_FUNCTIONS:
+        return f"cannot open the GPUs: {exc.message}"
+    from .devices.diagnose import diagnose_init_failure
+
+    diagnosis = diagnose_init_failure(exc)
+    return f"cannot open the GPUs: {exc.function} failed ({exc.text}). {diagnosis.line()}"
 
 
 def _open_cpus(config: ServeConfig) -> list:

@@ -15,10 +15,8 @@ import fnmatch
 import re
 from dataclasses import dataclass
 
-# Names the NVIDIA kernel module gives major 195. Up to driver 535: one name,
-# "nvidia-frontend" (nv-frontend.c). From 545: "nvidia" (GPUs, minors 0-247) and
-# "nvidiactl" (minor 255) (nv.c). NVML opens /dev/nvidiactl and /dev/nvidiaN read-write.
-GPU_MAJOR_NAMES = ("nvidia", "nvidiactl", "nvidia-frontend")
+from ..devices.diagnose import GPU_MAJOR_NAMES
+
 # MIG capabilities (/dev/nvidia-caps/*): NVML reads them.
 CAPS_NAME = "nvidia-caps"
 # Other NVIDIA majors zeusd's NVML calls never need; a list admitting them is too wide.
