@@ -181,6 +181,10 @@ class NvmlBackend(GpuBackend):
         """``nvidia-smi --query-gpu=driver_version``."""
         return _call("nvmlSystemGetDriverVersion", pynvml.nvmlSystemGetDriverVersion)
 
+    def library_version(self) -> str:
+        """``nvidia-smi -q | grep 'NVML Version'``."""
+        return _call("nvmlSystemGetNVMLVersion", pynvml.nvmlSystemGetNVMLVersion)
+
     def devices(self) -> list[NvmlGpu]:
         return list(self._gpus)
 
