@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -174,3 +175,20 @@ def test_fake_nvml_refusing_to_start_names_the_cause(fake_lib_dir, root):  # noq
     assert check["detail"].startswith("nvmlInit failed (Driver Not Loaded); likely cause: ")
     assert "nvidia-modprobe -c 0" in check["fix"]
     assert by_name(report)["device nodes"]["status"] == "problem"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop CAP_SYS_ADMIN")
+def test_write_check_without_cap_sys_admin_fails_with_the_fix(fake_lib_dir, root):  # noqa: F811
+    drop = ("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin")
+    code, report = doctor(root, "--write-check", env=fake_env(fake_lib_dir, root), prefix=drop)
+    check = by_name(report)["gpu 0"]
+    assert (code, check["status"]) == (1, "problem")
+    assert check["data"]["setters"] == {
+        "power limit": "failed: NVML error: Insufficient Permissions "
+                       "(nvmlDeviceSetPowerManagementLimit): the daemon lacks root or CAP_SYS_ADMIN",
+        "persistence mode": "failed: NVML error: Insufficient Permissions "
+                            "(nvmlDeviceSetPersistenceMode): the daemon lacks root or CAP_SYS_ADMIN"}
+    assert check["fix"].startswith("run the check (and zeusd) as root with CAP_SYS_ADMIN")
+    sets = [line for line in (root / "calls.log").read_text().splitlines() if " nvmlDeviceSet" in line]
+    assert len(sets) == 4 and all(line.endswith("-> 4") for line in sets), sets  # all refused
+    assert not (root / "nvml-state").exists()  # nothing was saved: no setting changed

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 
 from . import host
@@ -103,12 +104,9 @@ def nodes_check(dev_root: str, devices: list[tuple[int, str]]) -> Check:
     for major, name in devices:
         names.setdefault(major, []).append(name)
     nodes = {}
-    for entry in sorted(os.listdir(dev_root)) if os.path.isdir(dev_root) else []:
-        if entry.startswith("nvidia"):
-            st = os.stat(os.path.join(dev_root, entry))
-            if (st.st_mode & 0o170000) == 0o020000:  # character device
-                major = os.major(st.st_rdev)
-                nodes[entry] = f"{major}:{os.minor(st.st_rdev)} {'/'.join(names.get(major, ['?']))}"
+    for entry, st in _nvidia_char_nodes(dev_root):
+        major = os.major(st.st_rdev)
+        nodes[entry] = f"{major}:{os.minor(st.st_rdev)} {'/'.join(names.get(major, ['?']))}"
     if not nodes:
         status = PROBLEM if any(n.startswith("nvidia") for _, n in devices) else NOT_CHECKED
         fix = "`nvidia-modprobe -c 0` or `nvidia-smi` once as root makes them" \
@@ -117,6 +115,23 @@ def nodes_check(dev_root: str, devices: list[tuple[int, str]]) -> Check:
                      fix)
     return Check("device nodes", OK, ", ".join(f"{k} ({v})" for k, v in nodes.items()),
                  data={"nodes": nodes})
+
+
+def _nvidia_char_nodes(dev_root: str):
+    """(name, stat) of each /dev/nvidia* character device (not nvidia-caps/, a directory)."""
+    try:
+        entries = sorted(e for e in os.listdir(dev_root) if e.startswith("nvidia"))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            st = os.stat(os.path.join(dev_root, entry))
+        except OSError:  # a dangling link
+            continue
+        if stat.S_ISCHR(st.st_mode):
+            found.append((entry, st))
+    return found
 
 
 def allow_list_check(unit_file: str | None, devices: list[tuple[int, str]]):

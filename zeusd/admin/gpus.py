@@ -5,7 +5,7 @@ must leave every GPU exactly as it found it."""
 from __future__ import annotations
 
 from ..devices.diagnose import diagnose_init_failure
-from ..devices.errors import NO_PERMISSION, NOT_SUPPORTED, NvmlError
+from ..devices.errors import ERROR_TEXT, NO_PERMISSION, NOT_SUPPORTED, NvmlError
 from ..devices.loader import open_backend
 from .report import INFO, NOT_CHECKED, OK, PROBLEM, Check
 
@@ -101,8 +101,7 @@ def _round_trip(setter, getter, current) -> str:
 
 
 def _setter_fix(failed: dict[str, str]) -> str:
-    text = " ".join(failed.values())
-    if str(NO_PERMISSION) in text or "Insufficient Permissions" in text:
+    if any(ERROR_TEXT[NO_PERMISSION] in result for result in failed.values()):
         return ("run the check (and zeusd) as root with CAP_SYS_ADMIN; the packaged "
                 "zeusd.service keeps it in CapabilityBoundingSet=")
     return "compare with `nvidia-smi -i N -pl <current W>`; `dmesg | grep NVRM` shows why"
