@@ -445,10 +445,14 @@ def test_doctor_passes_and_catches_a_broken_allow_list(ct):
     assert checks["device allow-list"]["status"] == "ok", checks["device allow-list"]
     assert checks["device allow-list"]["data"]["source"] == "systemctl show zeusd.service"
     assert checks["sandbox"]["status"] == "ok", checks["sandbox"]
+    for prop in ("DeviceAllow", "SystemCallFilter", "MemoryDenyWriteExecute"):
+        assert prop in checks["sandbox"]["data"]["properties"], checks["sandbox"]
     assert checks["socket"]["detail"] == f"{SOCK}: root:zeusd 0660", checks["socket"]
     assert checks["gpu 0"]["data"]["setters"] == {"power limit": "ok", "persistence mode": "ok"}
     assert checks["policy"]["status"] == "ok"
     assert code == 0, checks
+    print(ct.sh(f"zeusd doctor --proc-root {NODE}/proc --dev-root {NODE}/dev", check=False,
+                timeout=180).stdout)  # what an administrator sees, for the log
     ct.put(OLD_DEVICES_DROPIN, "[Service]\nDeviceAllow=\nDeviceAllow=char-nvidia-frontend rw\n"
            "DeviceAllow=char-nvidia-caps r\n")
     reload_units(ct)

@@ -74,9 +74,7 @@ def run_checks(opts) -> list[Check]:
                                  opts.proc_root)
     devices = _proc_devices(opts.proc_root)
     checks = [library, nodes_check(opts.dev_root, devices)]
-    allow, allow_check = allow_list_check(opts.unit_file, devices)
-    checks.append(allow_check)
-    checks.append(sandbox_check(opts, allow))
+    checks += [allow_list_check(opts.unit_file, devices), sandbox_check(opts)]
     gpus = []
     if backend is not None:
         try:
@@ -134,8 +132,8 @@ def _nvidia_char_nodes(dev_root: str):
     return found
 
 
-def allow_list_check(unit_file: str | None, devices: list[tuple[int, str]]):
-    """The installed unit's DeviceAllow= against /proc/devices. (entries, Check)."""
+def allow_list_check(unit_file: str | None, devices: list[tuple[int, str]]) -> Check:
+    """The installed unit's DeviceAllow= against /proc/devices."""
     props = None if unit_file else host.unit_properties("DevicePolicy", "DeviceAllow")
     if props is not None:
         entries = systemctl_device_allow("\n".join(f"DeviceAllow={v}"
@@ -144,44 +142,44 @@ def allow_list_check(unit_file: str | None, devices: list[tuple[int, str]]):
     else:
         found = host.unit_file_text(unit_file)
         if found is None:
-            return [], Check("device allow-list", NOT_CHECKED, "no zeusd.service unit installed "
+            return Check("device allow-list", NOT_CHECKED, "no zeusd.service unit installed "
                              "(give --unit-file to check one)")
         where, text = found
         entries = unit_device_allow(text)
     listed = " ".join(f"{e.spec} {e.perms}" for e in entries) or "(none)"
     if not any(n.startswith("nvidia") for _, n in devices):
-        return entries, Check("device allow-list", NOT_CHECKED, f"{listed} (from {where}); "
+        return Check("device allow-list", NOT_CHECKED, f"{listed} (from {where}); "
                               "no NVIDIA driver in /proc/devices to compare it with")
     found_problems = check_allow_list(entries, devices)
     admitted = ", ".join(f"{m}:{p}" for m, p in sorted(admitted_majors(entries, devices).items()))
     data = {"source": where, "entries": [f"{e.spec} {e.perms}" for e in entries],
             "admitted_majors": admitted}
     if found_problems:
-        return entries, Check("device allow-list", PROBLEM, "; ".join(p.what for p in found_problems),
+        return Check("device allow-list", PROBLEM, "; ".join(p.what for p in found_problems),
                               " ".join(dict.fromkeys(p.fix for p in found_problems)), data)
-    return entries, Check("device allow-list", OK, f"{listed} (from {where}) admits majors "
+    return Check("device allow-list", OK, f"{listed} (from {where}) admits majors "
                           f"{admitted} on this driver", data=data)
 
 
-def sandbox_check(opts, allow) -> Check:
+def sandbox_check(opts) -> Check:
     if opts.gpu_backend != "nvml":
         return Check("sandbox", NOT_CHECKED, "the simulated backend opens no device")
     if opts.no_sandbox_probe:
         return Check("sandbox", NOT_CHECKED, "--no-sandbox-probe given")
-    props = host.unit_properties("DevicePolicy", "CapabilityBoundingSet")
+    props = host.unit_properties(*host.SANDBOX_PROPERTIES)
     if props is None:
         return Check("sandbox", NOT_CHECKED, "systemd is not running here or zeusd.service is "
                      "not installed, so the unit's sandbox cannot be reproduced")
-    policy = (props.get("DevicePolicy") or ["auto"])[0]
-    bounding = (props.get("CapabilityBoundingSet") or [None])[0]
-    outcome, data = host.sandbox_probe(policy, [f"{e.spec} {e.perms}" for e in allow], bounding)
+    outcome, data = host.sandbox_probe(props)
     if outcome == "ok":
-        return Check("sandbox", OK, f"NVML starts under the unit's DevicePolicy={policy} and "
-                     f"DeviceAllow= and sees {data.get('gpus')} GPU(s)", data=data)
+        return Check("sandbox", OK, f"NVML starts under the unit's {', '.join(data['properties'])} "
+                     f"and sees {data.get('gpus')} GPU(s)", data=data)
     if outcome == "failed":
-        return Check("sandbox", PROBLEM, f"NVML does not start under the unit's device policy: "
+        return Check("sandbox", PROBLEM, f"NVML does not start under the unit's sandbox: "
                      f"{data.get('error')}", "fix DeviceAllow= as the device allow-list check "
-                     "says (`systemctl edit zeusd.service`), then run `zeusd doctor` again", data)
+                     "says; if that is right, relax SystemCallFilter= (drop ~@resources), then "
+                     "MemoryDenyWriteExecute= (`systemctl edit zeusd.service`) and report it",
+                     data)
     return Check("sandbox", NOT_CHECKED, data.get("why", "unknown"), data=data)
 
 

@@ -63,23 +63,27 @@ def unit_file_text(unit_file: str | None) -> tuple[str, str] | None:
     return ", ".join(paths), text
 
 
-def sandbox_probe(device_policy: str, device_allow: list[str],
-                  bounding: str | None) -> tuple[str, dict]:
-    """Open NVML under the unit's device policy in a transient unit.
+# The service's properties that decide whether NVML can start in its sandbox: device
+# access, capabilities, and the process restrictions a driver library could trip over
+# (seccomp, W^X memory, personality). Copied verbatim from `systemctl show zeusd.service`.
+SANDBOX_PROPERTIES = ("DevicePolicy", "DeviceAllow", "CapabilityBoundingSet", "NoNewPrivileges",
+                      "MemoryDenyWriteExecute", "LockPersonality", "SystemCallArchitectures",
+                      "SystemCallFilter", "SystemCallErrorNumber")
+
+
+def sandbox_probe(props: dict[str, list[str]]) -> tuple[str, dict]:
+    """Open NVML in a transient unit with the service's sandbox properties.
 
     Returns ("ok"|"failed"|"not checked", details). `systemd-run --pipe --wait` runs
-    `zeusd doctor --probe-nvml` with DevicePolicy=/DeviceAllow= (and the capability
-    bounding set) copied from zeusd.service, so a list that locks NVML out shows here."""
+    `zeusd doctor --probe-nvml` with SANDBOX_PROPERTIES copied from zeusd.service, so a
+    device list, system call filter or memory protection that stops NVML shows here."""
     if not systemd_running():
         return "not checked", {"why": "systemd is not running here (no /run/systemd/system)"}
     if shutil.which("systemd-run") is None:
         return "not checked", {"why": "systemd-run is not installed"}
-    props = [f"DevicePolicy={device_policy}"] + [f"DeviceAllow={a}" for a in device_allow]
-    if bounding:
-        props.append(f"CapabilityBoundingSet={bounding}")
     argv = ["systemd-run", "--pipe", "--wait", "--quiet", "--collect"]
-    for prop in props:
-        argv += ["-p", prop]
+    for name in SANDBOX_PROPERTIES:
+        argv += [arg for value in props.get(name, []) if value for arg in ("-p", f"{name}={value}")]
     for name in ("PYTHONPATH", "LD_LIBRARY_PATH"):
         if os.environ.get(name):
             argv += ["-E", f"{name}={os.environ[name]}"]
@@ -91,9 +95,10 @@ def sandbox_probe(device_policy: str, device_allow: list[str],
         return "not checked", {"why": f"systemd-run failed: {exc}"}
     lines = [line for line in res.stdout.splitlines() if line.startswith("{")]
     if not lines:
-        return "not checked", {"why": "the probe printed nothing",
-                               "stderr": res.stderr.strip()[-500:]}
+        return "not checked", {"why": "the probe printed nothing (systemd-run exit "
+                               f"{res.returncode}: {res.stderr.strip()[-300:]})"}
     result = json.loads(lines[-1])
+    result["properties"] = [n for n in SANDBOX_PROPERTIES if props.get(n)]
     return ("ok" if result.get("ok") else "failed"), result
 
 
