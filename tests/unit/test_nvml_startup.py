@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -99,6 +100,20 @@ def test_opening_nvidiactl_refused(child, node):  # noqa: F811
     assert (out["code"], out["cause"]) == (17, "device-refused")
     assert f"opening {dev}/nvidiactl read-write is refused (Permission denied)" in out["line"]
     assert "DeviceAllow=char-nvidiactl rw, char-nvidia rw" in out["line"]
+
+
+def test_opening_nvidiactl_fails_otherwise(child, node):  # noqa: F811
+    if os.geteuid() != 0 or os.path.exists("/proc/driver/nvidia"):
+        pytest.skip("needs root to mknod, and no NVIDIA driver (it would answer 195:255)")
+    dev, _ = node
+    (dev / "nvidiactl").unlink()
+    os.mknod(dev / "nvidiactl", 0o666 | stat.S_IFCHR, os.makedev(195, 255))  # no driver behind it
+    out = diagnose(child, node)
+    if out.get("cause") == "device-refused":
+        pytest.skip("this file system refuses device nodes (nodev)")
+    assert (out["code"], out["cause"]) == (999, "device-error")
+    assert f"opening {dev}/nvidiactl failed (No such device or address)" in out["line"]
+    assert "ls -l /dev/nvidia*" in out["line"]
 
 
 @needs_setpriv
