@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(sub.add_parser("serve", help="serve the API (the default)"), defaults=False)
     sub.add_parser("policy", help="check or explain the access policy (must come first)",
                    add_help=False).add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("doctor", help="check this node for zeusd (must come first)", add_help=False)
     token = sub.add_parser("token", help="issue bearer tokens").add_subparsers(
         dest="token_command", required=True, parser_class=_Parser)
     issue = token.add_parser("issue", help="print a signed token")
@@ -143,6 +144,10 @@ def _token_issue(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        from .admin.doctor import main as doctor_main
+
+        return doctor_main(argv[1:])
     if argv[:1] == ["policy"]:
         from .policy.cli import main as policy_main
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 
 from .config import ServeConfig
+from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL
 
 log = logging.getLogger("zeusd")
+# NVML calls that fail when the library or driver cannot start at all.
+INIT_FUNCTIONS = ("nvmlInit", "nvmlDeviceGetCount_v2")
 
 
 class StartupError(Exception):
@@ -23,20 +27,6 @@ def _setup_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s" if under_systemd else \
         "%(asctime)s %(levelname)s %(name)s: %(message)s"
     logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-
-
-def has_cap_sys_admin() -> bool:
-    """True for euid 0 or CAP_SYS_ADMIN (bit 21) in the effective set."""
-    if os.geteuid() == 0:
-        return True
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapEff:"):
-                    return bool(int(line.split()[1], 16) >> 21 & 1)
-    except OSError:
-        pass
-    return False
 
 
 def _check_privileges(config: ServeConfig) -> None:
@@ -57,12 +47,20 @@ def _open_gpus(config: ServeConfig):
         devices = backend.devices()
         infos = [d.info() for d in devices]
     except NvmlError as exc:
-        hint = " Install the NVIDIA driver, or use --gpu-backend simulated." \
-            if config.gpu_backend == "nvml" else ""
-        raise StartupError(f"cannot open the GPUs: {exc.message}.{hint}") from None
+        raise StartupError(_nvml_failure(config, exc)) from None
     except (ValueError, OSError) as exc:
         raise StartupError(f"cannot open the GPUs: {exc}") from None
     return backend, devices, infos
+
+
+def _nvml_failure(config: ServeConfig, exc) -> str:
+    """One line: what NVML said, the likely cause seen on this machine, and the fix."""
+    if config.gpu_backend != "nvml" or exc.function not in INIT_FUNCTIONS:
+        return f"cannot open the GPUs: {exc.message}"
+    from .devices.diagnose import diagnose_init_failure
+
+    diagnosis = diagnose_init_failure(exc)
+    return f"cannot open the GPUs: {exc.function} failed ({exc.text}). {diagnosis.line()}"
 
 
 def _open_cpus(config: ServeConfig) -> list:
@@ -80,11 +78,12 @@ def _open_cpus(config: ServeConfig) -> list:
 
 
 def _listeners(config: ServeConfig):
-    from .transport.listen import Listener, bind_tcp, bind_unix, systemd_sockets
+    from .transport.listen import (Listener, bind_tcp, bind_unix, describe_socket,
+                                   systemd_sockets)
 
     inherited = systemd_sockets()
     if inherited:
-        return [Listener(s, f"systemd fd {s.fileno()}") for s in inherited]
+        return [Listener(s, f"systemd fd {s.fileno()} ({describe_socket(s)})") for s in inherited]
     if config.mode == "tcp":
         return [bind_tcp(config.tcp_bind_address)]
     return [bind_unix(config.socket_path, config.socket_permissions,
@@ -158,6 +157,7 @@ def _serve(config: ServeConfig) -> int:
         listeners = _listeners(config)
     except (ListenError, ValueError) as exc:
         raise StartupError(str(exc)) from None
+    _warn_anonymous_tcp(config, listeners)
     server = make_server(create_app(state), [lst.sock for lst in listeners],
                          threads=config.num_workers)
     _install_signals(policy_store, state.streams.shutdown)
@@ -176,6 +176,15 @@ def _serve(config: ServeConfig) -> int:
         state.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
+
+
+def _warn_anonymous_tcp(config: ServeConfig, listeners) -> None:
+    """TCP has no kernel-checked identity: without tokens every TCP caller is `anonymous`."""
+    tcp = [lst.description for lst in listeners if lst.sock.family != socket.AF_UNIX]
+    if tcp and not config.signing_key_path:
+        log.warning("serving TCP (%s) WITHOUT --signing-key-path: every TCP caller is anonymous "
+                    "and gets only what the policy grants `anonymous` (see `zeusd policy "
+                    "explain`); anyone who can reach the port gets that", ", ".join(tcp))
 
 
 def _install_signals(policy_store, end_streams) -> None:

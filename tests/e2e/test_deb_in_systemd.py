@@ -350,6 +350,154 @@ def test_stopped_service_is_reactivated_by_a_request(ct):
     assert props["ActiveState"] == "active" and props["MainPID"] not in ("0", old), props
 
 
+TCP_EXAMPLE = "/usr/share/doc/zeusd/examples/zeusd-tcp.conf"
+TCP_DROPIN = "/etc/systemd/system/zeusd.socket.d/tcp.conf"
+TCP_URL = "http://127.0.0.1:4938"
+
+
+def reload_units(ct: Container, change: str = "true", *then: str) -> None:
+    """Run ``change`` (files), `systemctl daemon-reload`, then each command in ``then``."""
+    ct.sh(" && ".join([change, "systemctl daemon-reload", *then]), timeout=120)
+
+
+def units_state(ct: Container) -> str:
+    """For a failure message: the units' status, their journal, the listening sockets."""
+    return ct.sh("systemctl status --no-pager zeusd.socket zeusd.service; "
+                 "journalctl --no-pager -n 40 -u zeusd.socket -u zeusd.service; ss -ltnx",
+                 check=False, timeout=60).stdout
+
+
+def exposure(ct: Container) -> float:
+    out = ct.sh("systemd-analyze security --no-pager zeusd.service").stdout
+    m = re.search(r"Overall exposure level for zeusd.service: ([0-9.]+)", out)
+    assert m, out
+    return float(m.group(1))
+
+
+def test_service_limits_are_set(ct):
+    need("installed")
+    props = show(ct, "zeusd.service", "MemoryMax", "TasksMax", "LimitNOFILE", "DeviceAllow")
+    assert (props["MemoryMax"], props["TasksMax"], props["LimitNOFILE"]) == \
+        (str(256 * 1024 * 1024), "256", "1024"), props
+
+
+def test_tcp_drop_in_serves_tcp_and_the_unix_socket_keeps_working(ct):
+    need("activated")
+    before_score = exposure(ct)
+    reload_units(ct, f"install -D -m 0644 {TCP_EXAMPLE} {TCP_DROPIN}",
+                 "systemctl restart zeusd.socket")
+    listening = ct.sh("systemctl show zeusd.socket -p Listen").stdout.splitlines()
+    assert listening == [f"Listen={SOCK} (Stream)", "Listen=127.0.0.1:4938 (Stream)"], listening
+    try:
+        res = ct.sh(f"curl -sS --max-time 30 {TCP_URL}/discover", timeout=60, check=False)
+        assert res.returncode == 0, f"{res}\n{units_state(ct)}"
+        body = json.loads(res.stdout)
+        assert body["caller"] == {"transport": "tcp", "subject": None}, body
+        unix = one(ct, "GET /discover")
+        assert unix["status"] == 200 and unix["body"]["caller"]["transport"] == "unix", unix
+        before = power_limit_mw(ct, 0)
+        code = ct.sh(f"curl -sS -o /dev/null -w '%{{http_code}}' -X POST --max-time 30 "
+                     f"'{TCP_URL}/gpu/set_power_limit?gpu_ids=0&power_limit_mw=380000&block=true'",
+                     timeout=60).stdout
+        assert code == "403", code  # anonymous TCP callers only read (the policy's defaults)
+        assert power_limit_mw(ct, 0) == before
+        log = ct.sh("journalctl -u zeusd --no-pager -n 60 -o cat").stdout
+        assert "WITHOUT --signing-key-path: every TCP caller is anonymous" in log, log
+        assert "(tcp:127.0.0.1:4938)" in log and f"(unix:{SOCK})" in log, log
+        # The drop-in is on the socket only: the service's sandbox is what it was.
+        props = show(ct, "zeusd.service", "PrivateNetwork", "IPAddressDeny",
+                     "RestrictAddressFamilies")
+        assert props["PrivateNetwork"] == "yes" and props["RestrictAddressFamilies"] == "AF_UNIX", props
+        assert exposure(ct) == before_score
+    finally:
+        reload_units(ct, f"rm -f {TCP_DROPIN}", "systemctl restart zeusd.socket")
+    refused = ct.sh(f"curl -sS --max-time 10 {TCP_URL}/discover", check=False, timeout=30)
+    assert refused.returncode == 7, refused  # nothing listens on TCP any more
+    assert one(ct, "GET /discover")["status"] == 200
+    passed.add("tcp")
+
+
+NODE = "/root/node"  # a GPU node's /proc and /dev for zeusd doctor (the kernel here has none)
+OLD_DEVICES_DROPIN = "/etc/systemd/system/zeusd.service.d/old-devices.conf"
+
+
+def doctor(ct: Container, *args: str) -> tuple[int, dict[str, dict]]:
+    res = ct.sh(f"zeusd doctor --json --proc-root {NODE}/proc --dev-root {NODE}/dev "
+                + " ".join(args), check=False, timeout=180)
+    try:
+        report = json.loads(res.stdout)
+    except ValueError:
+        pytest.fail(f"zeusd doctor printed no JSON:\n{res}")
+    return res.returncode, {c["name"]: c for c in report["checks"]}
+
+
+def test_doctor_passes_and_catches_a_broken_allow_list(ct):
+    need("activated")
+    with open(os.path.join(REPO, "tests", "unit", "data", "proc-devices", "driver-580.txt")) as f:
+        ct.put(f"{NODE}/proc/devices", f.read())
+    ct.put(f"{NODE}/proc/driver/nvidia/version", "NVRM version: NVIDIA UNIX x86_64 Kernel "
+           "Module  580.65.06  Sun Jul 27 07:09:55 UTC 2025\n")
+    os.makedirs(ct.path(f"{NODE}/dev"), exist_ok=True)
+    for name, minor in (("nvidiactl", 255), ("nvidia0", 0), ("nvidia1", 1)):
+        os.mknod(ct.path(f"{NODE}/dev/{name}"), 0o666 | 0o020000, os.makedev(195, minor))
+    code, checks = doctor(ct, "--write-check")
+    assert checks["gpu library"]["data"]["driver"].endswith("-fake"), checks["gpu library"]
+    assert checks["device allow-list"]["status"] == "ok", checks["device allow-list"]
+    assert checks["device allow-list"]["data"]["source"] == "systemctl show zeusd.service"
+    assert checks["sandbox"]["status"] == "ok", checks["sandbox"]
+    for prop in ("DeviceAllow", "SystemCallFilter", "MemoryDenyWriteExecute"):
+        assert prop in checks["sandbox"]["data"]["properties"], checks["sandbox"]
+    assert checks["socket"]["detail"] == f"{SOCK}: root:zeusd 0660", checks["socket"]
+    assert checks["gpu 0"]["data"]["setters"] == {"power limit": "ok", "persistence mode": "ok"}
+    assert checks["policy"]["status"] == "ok"
+    assert code == 0, checks
+    print(ct.sh(f"zeusd doctor --proc-root {NODE}/proc --dev-root {NODE}/dev", check=False,
+                timeout=180).stdout)  # what an administrator sees, for the log
+    ct.put(OLD_DEVICES_DROPIN, "[Service]\nDeviceAllow=\nDeviceAllow=char-nvidia-frontend rw\n"
+           "DeviceAllow=char-nvidia-caps r\n")
+    reload_units(ct)
+    allowed = ct.sh("systemctl show zeusd.service -p DeviceAllow").stdout.split("\n")
+    assert "DeviceAllow=char-nvidia-frontend rw" in allowed and \
+        "DeviceAllow=char-nvidia rw" not in allowed, allowed
+    try:
+        code, checks = doctor(ct, "--no-sandbox-probe")
+        assert code == 1 and checks["device allow-list"]["status"] == "problem", checks
+        assert "('nvidia' in /proc/devices)" in checks["device allow-list"]["detail"]
+    finally:
+        reload_units(ct, f"rm -f {OLD_DEVICES_DROPIN}")
+
+
+BROKEN_NVML_DROPIN = "/etc/systemd/system/zeusd.service.d/broken-nvml.conf"
+
+
+def test_nvml_that_cannot_start_fails_the_socket_with_one_error_per_attempt(ct):
+    need("activated")
+    since = ct.sh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    time.sleep(1)
+    ct.put(BROKEN_NVML_DROPIN, "[Service]\nEnvironment=FAKE_NVML_INIT_ERROR=18\n")
+    reload_units(ct, "true", "systemctl stop zeusd.service")
+    try:
+        ct.sh(f"curl -sS --max-time 5 --unix-socket {SOCK} http://x/discover", check=False,
+              timeout=30)
+        wait_for("zeusd.socket to fail", lambda: ct.sh(
+            "systemctl is-failed zeusd.socket", check=False).stdout.strip() == "failed",
+            timeout_s=90)
+        assert show(ct, "zeusd.socket", "Result")["Result"] == "service-start-limit-hit"
+        ct.sh("journalctl --sync", check=False)
+        log = ct.sh(f"journalctl -u zeusd.service --since '{since}' --no-pager -o cat").stdout
+        errors = [line for line in log.splitlines() if line.startswith("zeusd: error:")]
+        exits = [line for line in log.splitlines() if "Main process exited" in line]
+        assert 1 <= len(errors) <= 3 and len(errors) == len(exits), log
+        assert all("nvmlInit failed" in e and "Fix: reboot" in e for e in errors), errors
+        assert "Traceback" not in log
+    finally:
+        reload_units(ct, f"rm -f {BROKEN_NVML_DROPIN}",
+                     "systemctl reset-failed zeusd.service zeusd.socket",
+                     "systemctl start zeusd.socket")
+    again = one(ct, "GET /discover")
+    assert again.get("status") == 200, f"{again}\n{units_state(ct)}"
+
+
 def test_upgrade_keeps_edited_policy(ct, debs):
     need("reloaded")
     edited = sha256_in(ct, "/etc/zeusd/policy.toml")

@@ -18,12 +18,20 @@
  *   - FAKE_NVML_NO_INSTANT=1: no POWER_INSTANT field (per-field NOT_SUPPORTED);
  *     FAKE_NVML_NO_ENERGY=1: no energy counter (NOT_SUPPORTED);
  *   - FAKE_NVML_LOG=path appends one line per call: "pid function args -> code".
+ *   - nvmlInit failures, as a node's misconfiguration produces them:
+ *     FAKE_NVML_INIT_ERROR=N makes nvmlInit return NVML code N (e.g. 18,
+ *     LIB_RM_VERSION_MISMATCH after a driver upgrade without reload; 4,
+ *     NO_PERMISSION); FAKE_NVML_CTL=path makes nvmlInit open that file
+ *     read-write first, as the real library opens /dev/nvidiactl: missing ->
+ *     DRIVER_NOT_LOADED (9), EPERM/EACCES (a devices cgroup, file mode) ->
+ *     OPERATING_SYSTEM (17), another error -> UNKNOWN (999).
  *
  * No CUDA headers: the few NVML types are declared here with the driver's layout.
  * Build: gcc -shared -fPIC -O2 -Wall -o libnvidia-ml.so.1 -Wl,-soname,libnvidia-ml.so.1 fake_nvml.c -pthread
  */
 #define _GNU_SOURCE /* CLOCK_BOOTTIME under -std=c99 too */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -45,6 +53,8 @@ enum {
     NVML_ERROR_NO_PERMISSION = 4,
     NVML_ERROR_NOT_FOUND = 6,
     NVML_ERROR_INSUFFICIENT_SIZE = 7,
+    NVML_ERROR_DRIVER_NOT_LOADED = 9,
+    NVML_ERROR_OPERATING_SYSTEM = 17,
     NVML_ERROR_UNKNOWN = 999,
 };
 
@@ -257,9 +267,32 @@ static unsigned int instant_power_mw(const struct fake_gpu *g)
 
 /* ----- library ----- */
 
+/* The configured init failure (see the header), or NVML_SUCCESS. */
+static nvmlReturn_t init_failure(void)
+{
+    const char *code = getenv("FAKE_NVML_INIT_ERROR");
+    const char *ctl = getenv("FAKE_NVML_CTL");
+    if (code && *code)
+        return atoi(code);
+    if (ctl && *ctl) {
+        int fd = open(ctl, O_RDWR | O_CLOEXEC);
+        if (fd >= 0) {
+            close(fd);
+            return NVML_SUCCESS;
+        }
+        if (errno == ENOENT)
+            return NVML_ERROR_DRIVER_NOT_LOADED;
+        return errno == EPERM || errno == EACCES ? NVML_ERROR_OPERATING_SYSTEM : NVML_ERROR_UNKNOWN;
+    }
+    return NVML_SUCCESS;
+}
+
 nvmlReturn_t nvmlInitWithFlags(unsigned int flags)
 {
     const char *count = getenv("FAKE_NVML_GPUS");
+    nvmlReturn_t failure = init_failure();
+    if (failure != NVML_SUCCESS)
+        RETURN(failure, "nvmlInitWithFlags", "%u", flags);
     pthread_mutex_lock(&lock);
     if (init_refcount++ == 0) {
         gpu_count = count && *count ? (unsigned int)atoi(count) : 2;

@@ -102,6 +102,10 @@ class GpuBackend(abc.ABC):
     @abc.abstractmethod
     def driver_version(self) -> str: ...
 
+    def library_version(self) -> str | None:
+        """The GPU library's own version (NVML's), where it has one."""
+        return None
+
     @abc.abstractmethod
     def devices(self) -> list[GpuDevice]:
         """All GPUs, indexed by NVML index (list position == index)."""

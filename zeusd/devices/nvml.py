@@ -11,7 +11,8 @@ or CAP_SYS_ADMIN; ``INVALID_ARGUMENT`` - a value outside the GPU's range;
 ``NOT_SUPPORTED`` - the GPU or driver lacks the feature (e.g. no energy
 counter before Volta); ``LIBRARY_NOT_FOUND`` - no ``libnvidia-ml.so.1``
 (driver not installed); ``DRIVER_NOT_LOADED`` - kernel module not loaded;
-``GPU_IS_LOST`` - the GPU fell off the bus.
+``GPU_IS_LOST`` - the GPU fell off the bus. When nvmlInit itself fails,
+``diagnose.py`` looks at the machine to name the cause (its code alone often hides it).
 """
 
 from __future__ import annotations
@@ -179,6 +180,10 @@ class NvmlBackend(GpuBackend):
     def driver_version(self) -> str:
         """``nvidia-smi --query-gpu=driver_version``."""
         return _call("nvmlSystemGetDriverVersion", pynvml.nvmlSystemGetDriverVersion)
+
+    def library_version(self) -> str:
+        """``nvidia-smi -q | grep 'NVML Version'``."""
+        return _call("nvmlSystemGetNVMLVersion", pynvml.nvmlSystemGetNVMLVersion)
 
     def devices(self) -> list[NvmlGpu]:
         return list(self._gpus)

@@ -42,6 +42,20 @@ def systemd_sockets(environ=os.environ) -> list[socket.socket]:
     return sockets
 
 
+def describe_socket(sock: socket.socket) -> str:
+    """'unix:/run/zeusd/zeusd.sock' or 'tcp:127.0.0.1:4938', for the start-up log."""
+    try:
+        address = sock.getsockname()
+    except OSError:
+        address = None
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{address or '?'}"
+    if isinstance(address, tuple):
+        host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+        return f"tcp:{host}:{address[1]}"
+    return f"family {sock.family}"
+
+
 def _listen_fds_fallback(environ) -> list[int]:
     """sd_listen_fds(3) without libsystemd: LISTEN_PID must be us."""
     try:

@@ -11,8 +11,8 @@ import logging
 import socket
 
 from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
-from waitress.task import WSGITask
+from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
 from .peercred import unix_peer
@@ -64,16 +64,35 @@ class PeerChannel(HTTPChannel):
 
 
 def make_server(app, sockets: list[socket.socket], threads: int, **adjustments):
-    """A waitress server on already-listening sockets, using PeerChannel."""
+    """A waitress server on already-listening sockets, any mix of Unix and TCP, using PeerChannel.
+
+    waitress refuses Unix and TCP sockets in one create_server() call ("Internet and
+    UNIX sockets may not be mixed"), yet systemd may pass both (a ListenStream= drop-in).
+    So each socket gets its own waitress listener, all in one socket map and sharing one
+    task dispatcher: one event loop, one pool of ``threads`` workers, as if it were one
+    server. waitress 2.1 and 3.x both take the shared dispatcher this way."""
+    if not sockets:
+        raise ValueError("no listening socket")
     server_map: dict = {}
-    for sock in sockets:
-        sock.setblocking(False)
-    server = create_server(app, map=server_map, sockets=sockets, threads=threads,
-                           ident="zeusd", clear_untrusted_proxy_headers=True,
-                           **adjustments)
-    dispatchers = [d for d in server_map.values() if isinstance(d, BaseWSGIServer)]
-    if not dispatchers:  # pragma: no cover - waitress always registers its servers
-        raise RuntimeError("waitress created no server")
-    for dispatcher in dispatchers:
-        dispatcher.channel_class = PeerChannel
+    dispatcher = ThreadedTaskDispatcher()
+    dispatcher.set_thread_count(threads)
+    servers = [_listener(app, sock, server_map, dispatcher, threads, adjustments)
+               for sock in sockets]
+    if len(servers) == 1:
+        return servers[0]
+    listening = [(s.effective_host, s.effective_port) for s in servers]
+    return MultiSocketServer(server_map, servers[0].adj, listening, dispatcher,
+                             servers[0].log_info)
+
+
+def _listener(app, sock: socket.socket, server_map: dict, dispatcher, threads: int,
+              adjustments: dict) -> BaseWSGIServer:
+    """One waitress listener on ``sock`` (registered in ``server_map``), using PeerChannel."""
+    sock.setblocking(False)
+    server = create_server(app, map=server_map, _dispatcher=dispatcher, sockets=[sock],
+                           threads=threads, ident="zeusd",
+                           clear_untrusted_proxy_headers=True, **adjustments)
+    if not isinstance(server, BaseWSGIServer):  # pragma: no cover - one socket, one server
+        raise RuntimeError("waitress did not create a single listener")
+    server.channel_class = PeerChannel
     return server

@@ -1,0 +1,1 @@
+"""Tools for the administrator of a GPU node: `zeusd doctor` and what it checks."""
