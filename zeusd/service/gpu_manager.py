@@ -33,7 +33,8 @@ class Pending:
     up cancels it: a command answered 504 before it started never runs later.
     """
 
-    __slots__ = ("job", "name", "done", "claim", "result", "error", "on_error", "on_drop")
+    __slots__ = ("job", "name", "done", "claim", "result", "error", "on_error", "on_drop",
+                 "waiting_on", "_freed")
 
     def __init__(self, job: Job, name: str, on_error=None, on_drop=None) -> None:
         self.job = job
@@ -45,6 +46,14 @@ class Pending:
         self.error: BaseException | None = None
         self.on_error = on_error
         self.on_drop = on_drop  # (index, reason): an acknowledged write that will never run
+        self.waiting_on: GpuWorker | None = None  # holds a waiting slot there until done
+        self._freed = threading.Lock()
+
+    def free_slot(self) -> None:
+        """Give the waiting slot back once: when the command finished (the HTTP thread may
+        still be collecting other GPUs' answers) or when its waiter gave up."""
+        if self.waiting_on is not None and self._freed.acquire(blocking=False):
+            self.waiting_on.stop_waiting()
 
 
 # Per-GPU failures that say "this GPU cannot answer now", not "this request is wrong": a read
@@ -165,6 +174,7 @@ class GpuWorker:
                 return
             if not pending.claim.acquire(blocking=False):  # its waiter gave up: skip it
                 self._finished()
+                pending.free_slot()
                 continue
             self._current_name = pending.name
             self._current_started = time.monotonic()
@@ -175,6 +185,7 @@ class GpuWorker:
             finally:
                 self._current_started = None
                 self._finished()
+                pending.free_slot()
             pending.done.release()
             if pending.error is not None and pending.on_error is not None:
                 pending.on_error(self.device.index, pending.error)
@@ -305,23 +316,31 @@ class GpuManager:
                     errors[i] = exc
             return self._queue_and_wait(waiting, job, name, errors), errors
         finally:
-            for i in waiting:
+            for i in waiting:  # slots not handed to a queued command
                 self._workers[i].stop_waiting()
 
-    def _queue_and_wait(self, indices: list[int], job: Job, name: str,
+    def _queue_and_wait(self, waiting: list[int], job: Job, name: str,
                         errors: dict[int, ZeusdError]) -> dict[int, object]:
+        """Queue on every GPU of ``waiting``, then wait for each in turn. Each queued command
+        takes over its GPU's waiting slot and frees it when it finishes, so a request that
+        also waits on a slow GPU does not count against the healthy ones meanwhile."""
         pendings = {}
-        for i in indices:
+        for i in list(waiting):
             try:
-                pendings[i] = self.submit(i, job, name)
+                pending = pendings[i] = self.submit(i, job, name)
             except ZeusdError as exc:  # became unavailable since the check
                 errors[i] = exc
+                continue
+            pending.waiting_on = self._workers[i]
+            waiting.remove(i)
         results: dict[int, object] = {}
         for i, pending in pendings.items():
             try:
                 results[i] = self.wait(i, pending)
             except BaseException as exc:  # noqa: BLE001 - mapped per GPU
                 errors[i] = device_error(exc)
+            finally:
+                pending.free_slot()  # given up on (504): no longer waiting
         return results
 
     def run_one(self, index: int, job: Job, name: str):
