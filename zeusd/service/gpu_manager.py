@@ -59,6 +59,9 @@ class Pending:
 # Per-GPU failures that say "this GPU cannot answer now", not "this request is wrong": a read
 # of all GPUs leaves such GPUs out instead of failing.
 UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
+# A GPU whose commands take this long is slow: its waiting requests are capped. NVML
+# reads and writes normally return within a few milliseconds.
+SLOW_CALL_S = 0.25
 
 
 class GpuWorker:
@@ -74,6 +77,7 @@ class GpuWorker:
         self._count_lock = threading.Lock()
         self._queued = 0
         self._waiting = 0  # HTTP worker threads waiting on this GPU right now
+        self.last_call_s = 0.0  # how long the last command took
         self.stopping = False
         self._current_started: float | None = None
         self._current_name = ""
@@ -107,11 +111,17 @@ class GpuWorker:
                               "GPUs keep working")
         self.refuse_if_hung()
 
+    def is_slow(self) -> bool:
+        """Its last call, or the one running now, took SLOW_CALL_S or more."""
+        return max(self.last_call_s, self.stuck_for_s()) >= SLOW_CALL_S
+
     def start_waiting(self) -> None:
-        """Count an HTTP thread that will wait on this GPU; 429 at the cap, so a slow GPU
-        holds at most ``max_waiting`` of the workers and the others stay free."""
+        """Count an HTTP thread that will wait on this GPU; 429 at the cap while the GPU is
+        slow, so a slow GPU holds at most ``max_waiting`` of the workers and the others stay
+        free. A fast GPU is not capped: its waiters are gone within microseconds, and many
+        clients polling one GPU at once must not be refused."""
         with self._count_lock:
-            if self._waiting >= self.max_waiting:
+            if self._waiting >= self.max_waiting and self.is_slow():
                 raise TooManyRequests(
                     f"GPU {self.device.index} is backed up: {self._waiting} requests are "
                     "already waiting for it; retry later.")
@@ -183,6 +193,7 @@ class GpuWorker:
             except BaseException as exc:  # noqa: BLE001 - delivered to the waiter
                 pending.error = exc
             finally:
+                self.last_call_s = time.monotonic() - self._current_started
                 self._current_started = None
                 self._finished()
                 pending.free_slot()
