@@ -19,7 +19,7 @@ pytestmark = needs_real_users
 
 GET_LIMIT = "nvmlDeviceGetPowerManagementLimit"
 WORKERS = 4  # so at most 2 requests wait on one GPU
-# 2 waiting at the cap; one or two more may have come in before GPU 1's first call was slow
+# 2 waiting at the cap while slow; up to 4 (every worker) for the 0.25 s before it is seen slow
 BACKED_UP = re.compile(r"GPU 1 is backed up: [234] requests are already waiting for it; "
                        r"retry later\.")
 HEADER = "zeusd-unavailable-gpus"

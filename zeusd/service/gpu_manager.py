@@ -62,6 +62,7 @@ UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
 # A GPU whose commands take this long is slow: its waiting requests are capped. NVML
 # reads and writes normally return within a few milliseconds.
 SLOW_CALL_S = 0.25
+EVICT_CHECK_S = 0.1  # how often a waiter checks whether it should make way
 
 
 class GpuWorker:
@@ -119,13 +120,25 @@ class GpuWorker:
         """Count an HTTP thread that will wait on this GPU; 429 at the cap while the GPU is
         slow, so a slow GPU holds at most ``max_waiting`` of the workers and the others stay
         free. A fast GPU is not capped: its waiters are gone within microseconds, and many
-        clients polling one GPU at once must not be refused."""
+        clients polling one GPU at once must not be refused. A burst that came in before
+        the GPU was seen to be slow is thinned by ``evict_if_backed_up``."""
         with self._count_lock:
             if self._waiting >= self.max_waiting and self.is_slow():
-                raise TooManyRequests(
-                    f"GPU {self.device.index} is backed up: {self._waiting} requests are "
-                    "already waiting for it; retry later.")
+                raise self._backed_up(self._waiting)
             self._waiting += 1
+
+    def _backed_up(self, waiting: int) -> TooManyRequests:
+        return TooManyRequests(f"GPU {self.device.index} is backed up: {waiting} requests are "
+                               "already waiting for it; retry later.")
+
+    def evict_if_backed_up(self, pending: Pending) -> None:
+        """Called by a waiter every EVICT_CHECK_S: over the cap on a slow GPU, a command that
+        has not started is cancelled and its request answered 429, freeing its worker."""
+        with self._count_lock:
+            over = self._waiting > self.max_waiting and self.is_slow()
+            waiting = self._waiting - 1
+        if over and pending.claim.acquire(blocking=False):
+            raise self._backed_up(waiting)
 
     def stop_waiting(self) -> None:
         with self._count_lock:
@@ -247,23 +260,26 @@ class GpuManager:
         """The command's result; 504 if the GPU's current call overran the limit, or the
         request's own deadline passed first."""
         worker = self._workers[index]
-        wait_s = self.call_timeout_s
+        check_at = time.monotonic() + self.call_timeout_s
         while True:
             left_s = deadline.remaining_s()
             if left_s is not None and left_s <= 0:
                 return self._past_deadline(index, pending)
-            if pending.done.acquire(timeout=wait_s if left_s is None else min(wait_s, left_s)):
+            step_s = min(check_at - time.monotonic(), EVICT_CHECK_S,
+                         left_s if left_s is not None else EVICT_CHECK_S)
+            if pending.done.acquire(timeout=max(step_s, 0.0)):
                 if pending.error is not None:
                     raise pending.error
                 return pending.result
-            if left_s is not None and left_s <= wait_s:
-                continue  # the deadline, not the call limit, woke us: handled above
+            worker.evict_if_backed_up(pending)
+            if time.monotonic() < check_at:
+                continue  # the deadline or the eviction check woke us, not the call limit
             stuck_s = worker.stuck_for_s()
             if stuck_s < self.call_timeout_s:
                 # Still making progress (or the call now running is young): wait until
                 # that call would overrun, not a whole new period.
-                wait_s = max(self.call_timeout_s - stuck_s, 0.01) if stuck_s else \
-                    self.call_timeout_s
+                check_at = time.monotonic() + (max(self.call_timeout_s - stuck_s, 0.01)
+                                               if stuck_s else self.call_timeout_s)
                 continue
             if pending.claim.acquire(blocking=False):  # not started: it never will be
                 raise DeviceTimeout(
