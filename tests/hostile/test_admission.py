@@ -144,3 +144,28 @@ def test_a_limit_that_leaves_nothing_unreserved_is_refused(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == ("zeusd: error: --reserved-connections must be below "
                            "--max-connections\n")
+
+
+def test_tcp_callers_are_counted_per_address(start_zeusd):
+    import socket
+
+    tcp_zd = start_zeusd(tcp=True, args=("--max-connections-per-peer", "3"))
+    host, port = tcp_zd.address.rsplit(":", 1)
+    socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(5)]
+    try:
+        answers = []
+        for sock in socks:
+            sock.settimeout(1.5)
+            try:
+                answers.append(sock.recv(4096).decode())
+            except TimeoutError:
+                answers.append(None)  # held open, waiting for a request
+        assert answers[:3] == [None] * 3
+        for answer in answers[3:]:
+            assert status_of(answer) == 429
+            assert body_of(answer) == {"error": (
+                "Too many connections: address 127.0.0.1 already holds 3 connections, the "
+                "limit per caller; close some or reuse one.")}
+    finally:
+        for sock in socks:
+            sock.close()
