@@ -66,7 +66,8 @@ _FLAGS = (
      "a request's whole time in the daemon, queue waits included (default 30)"),
     ("max_body_bytes", _positive(int), "larger request bodies answer 413 unread (default 16384)"),
     ("max_waiting_per_gpu", _non_negative_int,
-     "requests waiting on one GPU at once before 429 (default 0: half of --num-workers)"),
+     "while a GPU is slow, requests waiting on it at once before 429 "
+     "(default 0: half of --num-workers)"),
     ("max_streams_per_caller", _non_negative_int,
      "open power streams per caller (default 0: a third of the stream slots, at least 2)"),
     ("shutdown_timeout_s", _positive(float),
