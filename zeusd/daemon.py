@@ -96,7 +96,10 @@ def build_state(config: ServeConfig, policy_store, auditor):
     from .service.reads import CpuReads, GpuReads
     from .service.streams import build_hub
 
+    from .devices.guarded import GuardedDevice
+
     backend, devices, infos = _open_gpus(config)
+    devices = [GuardedDevice(d) for d in devices]  # one health record shared by all users
     cpus = _open_cpus(config)
     limits = config.limits
     manager = GpuManager(devices, infos, call_timeout_s=config.nvml_timeout_s,

@@ -167,6 +167,16 @@ def test_a_lost_gpu_answers_503_and_the_others_keep_working(troubled, mallory):
     assert health["1"]["state"] == "lost"
     assert health["1"]["error"].startswith("NVML error: GPU is lost")
     assert "GPU 1 is lost (GPU is lost in" in troubled.wait_for_log("GPU 1 is lost")
+    # A stream of the lost GPU does not poll it (nor log a warning at every tick).
+    watcher = Attacker(mallory, troubled.socket_path)
+    try:
+        watcher.call("open", name="stream", n=1,
+                     send="GET /gpu/stream_power?gpu_ids=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = watcher.call("replies", name="stream", wait_s=1.5)["replies"][0]
+        assert "data: " not in reply["data"] and not reply["eof"]  # open, and no events
+    finally:
+        watcher.close()
+    assert troubled.log().count("GPU 1: power poll failed") <= 1
 
 
 def test_not_supported_is_remembered_and_answered_without_the_driver(troubled):

@@ -61,6 +61,8 @@ class GpuPowerStep:
         self.last_mw = None
 
     def tick(self) -> dict | None:
+        if getattr(self.device, "lost", None) is not None:
+            return None  # a lost GPU: said once in the log, not at every tick
         try:
             power_mw = int(self.device.get_power_mw())
         except Exception as exc:  # noqa: BLE001 - NvmlError or worse: warn and skip
