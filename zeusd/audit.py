@@ -166,7 +166,7 @@ class Auditor:
     def _change_fields(self, caller, change, gpu_uuid, decision, policy_hash, old_value,
                        outcome) -> dict[str, str]:
         allowed = decision.allowed
-        failed = outcome.startswith("failed")
+        failed = outcome.startswith(("failed", "dropped"))
         priority = PRIORITY_INFO if allowed and not failed else PRIORITY_WARNING
         fields = self._base(_change_message(caller, change, gpu_uuid, decision, old_value,
                                             outcome), priority, "change")

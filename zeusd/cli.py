@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
+from . import __version__, limits
 from .config import (DEFAULT_POLICY_PATH, DEFAULT_SOCKET_PATH, DEFAULT_TCP_ADDRESS,
                      ServeConfig, parse_groups, parse_permissions)
 
@@ -92,6 +92,7 @@ def _add_serve_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
                    help="queued commands per GPU before 429 (default 1024)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=d("info"))
+    limits.add_flags(p, d)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +126,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         rapl_root=args.rapl_root, cpu_backend=args.cpu_backend,
         simulated_cpus=args.simulated_cpus, nvml_timeout_s=args.nvml_timeout_s,
         max_queue_per_gpu=args.max_queue_per_gpu, log_level=args.log_level,
+        limits=limits.from_args(args),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .limits import ServeLimits
 from .operations import API_GROUPS
 
 DEFAULT_SOCKET_PATH = "/run/zeusd/zeusd.sock"
@@ -33,6 +34,7 @@ class ServeConfig:
     nvml_timeout_s: float = 10.0
     max_queue_per_gpu: int = 1024
     log_level: str = "info"
+    limits: ServeLimits = ServeLimits()
 
 
 def parse_groups(text: str) -> frozenset:

@@ -98,10 +98,15 @@ def build_state(config: ServeConfig, policy_store, auditor):
     from .service.reads import CpuReads, GpuReads
     from .service.streams import build_hub
 
+    from .devices.guarded import GuardedDevice
+
     backend, devices, infos = _open_gpus(config)
+    devices = [GuardedDevice(d) for d in devices]  # one health record shared by all users
     cpus = _open_cpus(config)
+    limits = config.limits
     manager = GpuManager(devices, infos, call_timeout_s=config.nvml_timeout_s,
-                         max_queue_per_gpu=config.max_queue_per_gpu)
+                         max_queue_per_gpu=config.max_queue_per_gpu,
+                         max_waiting_per_gpu=limits.waiting_per_gpu(config.num_workers))
     key = None
     if config.signing_key_path:
         with open(config.signing_key_path, "rb") as f:
@@ -113,7 +118,8 @@ def build_state(config: ServeConfig, policy_store, auditor):
         gpu_reads=GpuReads(manager, policy_store, auditor),
         cpu_reads=CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz),
         streams=build_hub(devices, cpus, config.gpu_power_poll_hz, config.cpu_power_poll_hz,
-                          config.num_workers, keepalive_s=_stream_keepalive_s()),
+                          config.num_workers, keepalive_s=_stream_keepalive_s(),
+                          per_caller=limits.max_streams_per_caller),
     )
     return state, manager
 
@@ -142,7 +148,8 @@ def _serve(config: ServeConfig) -> int:
     from .policy import PolicyError, PolicyStore
     from .transport import sdnotify
     from .transport.listen import ListenError, remove_owned
-    from .transport.server import make_server
+    from .transport.admission import Admission, MemberCache
+    from .transport.server import install_admission, make_server, waitress_adjustments
 
     _check_privileges(config)
     auditor = Auditor()
@@ -158,8 +165,11 @@ def _serve(config: ServeConfig) -> int:
     except (ListenError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     _warn_anonymous_tcp(config, listeners)
+    limits = config.limits
     server = make_server(create_app(state), [lst.sock for lst in listeners],
-                         threads=config.num_workers)
+                         threads=config.num_workers,
+                         **waitress_adjustments(limits, limits.max_body_bytes))
+    install_admission(server, Admission(limits, MemberCache(policy_store)), limits)
     _install_signals(policy_store, state.streams.shutdown)
     log.info("zeusd serving on %s: %d GPU(s) (%s), %d CPU(s), groups %s, policy %s",
              ", ".join(lst.description for lst in listeners), len(state.gpu_infos),
@@ -172,6 +182,7 @@ def _serve(config: ServeConfig) -> int:
         sdnotify.notify("STOPPING=1")
         remove_owned(listeners)
         state.streams.shutdown()
+        manager.drain(limits.shutdown_timeout_s)
         manager.close()
         state.cpu_reads.close()
         log.info("zeusd stopped")

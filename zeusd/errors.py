@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .devices.errors import NO_PERMISSION, INVALID_ARGUMENT, NOT_SUPPORTED, NvmlError
+from .devices.errors import GPU_IS_LOST, NO_PERMISSION, INVALID_ARGUMENT, NOT_SUPPORTED, NvmlError
 
 
 class ZeusdError(Exception):
@@ -50,6 +50,12 @@ class TooManyRequests(ZeusdError):
     status = 429
 
 
+class Unavailable(ZeusdError):
+    """A GPU that cannot answer (lost), or a daemon that is stopping."""
+
+    status = 503
+
+
 class DeviceTimeout(ZeusdError):
     """An NVML call did not return within the configured limit."""
 
@@ -61,9 +67,12 @@ class Internal(ZeusdError):
 
 
 def status_of_nvml(err: NvmlError) -> int:
-    """Upstream's mapping: NO_PERMISSION 403; INVALID_ARGUMENT, NOT_SUPPORTED 400; else 500."""
+    """Upstream's mapping: NO_PERMISSION 403; INVALID_ARGUMENT, NOT_SUPPORTED 400; else 500.
+    (ours) GPU_IS_LOST 503: that GPU is gone until a reset, the daemon is fine."""
     if err.code == NO_PERMISSION:
         return 403
+    if err.code == GPU_IS_LOST:
+        return 503
     if err.code in (INVALID_ARGUMENT, NOT_SUPPORTED):
         return 400
     return 500

@@ -271,8 +271,19 @@ def stream() -> dict:
     }, "local_time_s": time.time()}
 
 
+def reads_of_all() -> dict:
+    """Every read of "all GPUs" the client has (0.16: five; 0.15: power and energy by id)."""
+    c = client()
+    out = {"gpu_ids": c.gpu_ids, "power": keys(c.get_gpu_power().power_mw)}
+    if hasattr(c, "get_power_limit"):
+        out["power_limit"] = keys(c.get_power_limit())
+        out["constraints"] = keys({k: list(v) for k, v in c.get_power_limit_constraints().items()})
+        out["persistence"] = keys(c.get_persistence_mode())
+    return out
+
+
 SCENARIOS = {f.__name__: f for f in (discover, reads, writes, errors, cpu, cpu_power, gpu_class,
-                                     gpu_reset, auth, stream)}
+                                     gpu_reset, auth, stream, reads_of_all)}
 
 if __name__ == "__main__":
     result = SCENARIOS[REQUEST["scenario"]]()

@@ -213,7 +213,8 @@ HOSTILE = [
     ("GET", "/gpu/get_power?gpu_ids=" + "0," * 5000 + "0", None, 200),
     ("GET", "/gpu/get_power?gpu_ids=0%000", None, 400),
     ("POST", "/gpu/" + "9" * 4000 + "/set_power_limit", {"power_limit_mw": 1, "block": True}, 400),
-    ("POST", "/gpu/0/set_power_limit", b"[" * 100_000, 400),
+    ("POST", "/gpu/0/set_power_limit", b"[" * 10_000, 400),  # deep, but within the body cap
+    ("POST", "/gpu/0/set_power_limit", b"[" * 100_000, 413),  # over the cap: refused unread
     ("POST", "/gpu/0/set_power_limit", b'{"power_limit_mw": 1' + b"0" * 5000 + b', "block": true}',
      400),
     ("POST", "/gpu/0/set_power_limit", b'{"power_limit_mw": NaN, "block": true}', 400),

@@ -147,6 +147,24 @@ def test_cap_never_takes_every_worker():
     assert build_hub([], [], 20, 10, num_workers=1).max_streams == 1
 
 
+def test_one_caller_holds_at_most_its_share_of_streams():
+    hub = hub_with(max_streams=6)  # a third of 6: 2 per caller
+    try:
+        assert hub.max_per_caller == 2
+        mine = [hub.open("gpu", [0], "uid 1001") for _ in range(2)]
+        with pytest.raises(TooManyRequests, match=r"^Too many open power streams for uid 1001 "
+                                                  r"\(2, the limit per caller\)"):
+            hub.open("gpu", [0], "uid 1001")
+        others = [hub.open("gpu", [0], "uid 1002"), hub.open("gpu", [0], None)]  # None: root
+        hub.close("gpu", [0], mine.pop())
+        mine.append(hub.open("gpu", [0], "uid 1001"))  # a closed stream gives its slot back
+        assert hub.open_count == 4
+        for sub in mine + others:
+            hub.close("gpu", [0], sub)
+    finally:
+        hub.shutdown()
+
+
 def test_sse_body_events_snapshot_and_close():
     hub = hub_with(max_streams=2)
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_bool, parse_id_list, parse_query, parse_u32
@@ -47,6 +49,9 @@ class GpuWrite:
         send_empty(resp)
 
 
+UNAVAILABLE_HEADER = "Zeusd-Unavailable-Gpus"
+
+
 class GpuRead:
     group = ops.GPU_READ
 
@@ -56,7 +61,11 @@ class GpuRead:
     def on_get(self, req, resp) -> None:
         params = parse_query(req.query_string, ("gpu_ids",), ())
         gpu_ids = parse_id_list(params["gpu_ids"], "gpu") if "gpu_ids" in params else None
-        send_json(resp, self.read(caller_of(req), gpu_ids))
+        body = self.read(caller_of(req), gpu_ids)
+        missing = getattr(body, "unavailable", None)
+        if missing:  # a header: released clients parse every body key as a GPU id
+            resp.set_header(UNAVAILABLE_HEADER, json.dumps({str(k): v for k, v in missing.items()}))
+        send_json(resp, body)
 
 
 READ_ROUTES = {

@@ -48,6 +48,9 @@ class Discover:
             "caller": caller_json(caller),
             "policy": s.policy_store.current.summary_for(caller),
         }
+        if show_gpus:  # (ours) lost, hung or reset-needing GPUs, for the administrator
+            health = s.gpu_reads.manager.health()
+            body["gpu_health"] = {str(i): h for i, h in sorted(health.items())}
         send_json(resp, body)
 
 

@@ -95,12 +95,23 @@ class PowerStream:
         if ids:
             ids = self.gate.allowed(caller_of(req), requested, ids,
                                     gpu_scoped=self.kind == "gpu")
-        sub = self.hub.open(self.kind, ids)
+        caller = caller_of(req)
+        sub = self.hub.open(self.kind, ids, _holder(caller))
         resp.status = falcon.HTTP_200
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.stream = SseStream(self.hub, self.kind, ids, sub, snapshot,
                                 req.env.get(PEER_CLOSED_KEY))
+
+
+def _holder(caller) -> str | None:
+    """Who a stream slot counts against: the uid (not the process), or the token's subject.
+    Root is exempt."""
+    if caller.is_root:
+        return None
+    if caller.transport == "unix":
+        return f"uid {caller.uid}"
+    return caller.describe()
 
 
 def add_routes(app, hub, gpu_gate, cpu_gate) -> None:

@@ -124,7 +124,12 @@ class GpuControl:
         if block:
             self.manager.run_all(by_index, job, name)
         else:
-            self.manager.submit_all(by_index, job, name, self._deferred_error(caller, name))
+            def dropped(index: int, reason: str) -> None:
+                change, decision = by_index[index]
+                self._audit(caller, change, decision, policy.hash, None, f"dropped: {reason}")
+
+            self.manager.submit_all(by_index, job, name, self._deferred_error(caller, name),
+                                    on_drop=dropped)
 
     def _current_value(self, change: GpuChange) -> str | None:
         """The value a denied change would have replaced, read in the GPU's turn."""

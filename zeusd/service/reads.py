@@ -42,6 +42,14 @@ class ReadGate:
         return granted
 
 
+class PerGpu(dict):
+    """A per-GPU answer, and the GPUs a read of all GPUs left out: {index: why}."""
+
+    def __init__(self, values=(), unavailable: dict[int, str] | None = None) -> None:
+        super().__init__(values)
+        self.unavailable = unavailable or {}
+
+
 class GpuReads:
     def __init__(self, manager: GpuManager, policy_store, auditor) -> None:
         self.manager = manager
@@ -54,13 +62,20 @@ class GpuReads:
                     raise BadRequest(f"GPU {index} not found")
         return self.gate.allowed(caller, gpu_ids, self.manager.indices, gpu_scoped=True)
 
-    def _per_gpu(self, caller, gpu_ids, job, name) -> dict[str, object]:
-        results = self.manager.run_all(self._ids(caller, gpu_ids), job, name)
-        return {str(i): results[i] for i in sorted(results)}
+    def _per_gpu(self, caller, gpu_ids, job, name) -> PerGpu:
+        """Listed GPUs: all answer or the request fails. All GPUs (no list): the healthy
+        ones answer and a lost, hung or backed-up GPU is left out, named in ``unavailable``."""
+        ids = self._ids(caller, gpu_ids)
+        if gpu_ids is not None:
+            results, missing = self.manager.run_all(ids, job, name), {}
+        else:
+            results, missing = self.manager.run_available(ids, job, name)
+        return PerGpu(((str(i), results[i]) for i in sorted(results)),
+                      {i: e.message for i, e in sorted(missing.items())})
 
     def power(self, caller, gpu_ids):
         per_gpu = self._per_gpu(caller, gpu_ids, lambda d: d.get_power_mw(), "get_power")
-        return {"timestamp_ms": now_ms(), "power_mw": per_gpu}
+        return PerGpu({"timestamp_ms": now_ms(), "power_mw": per_gpu}, per_gpu.unavailable)
 
     def cumulative_energy(self, caller, gpu_ids):
         return self._per_gpu(caller, gpu_ids,

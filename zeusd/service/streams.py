@@ -61,6 +61,8 @@ class GpuPowerStep:
         self.last_mw = None
 
     def tick(self) -> dict | None:
+        if getattr(self.device, "lost", None) is not None:
+            return None  # a lost GPU: said once in the log, not at every tick
         try:
             power_mw = int(self.device.get_power_mw())
         except Exception as exc:  # noqa: BLE001 - NvmlError or worse: warn and skip
@@ -203,12 +205,14 @@ class StreamHub:
     """The pollers of one device kind plus the daemon-wide cap on open streams."""
 
     def __init__(self, gpu_pollers: dict[int, Poller], cpu_pollers: dict[int, Poller],
-                 max_streams: int, keepalive_s: float = 15.0) -> None:
+                 max_streams: int, keepalive_s: float = 15.0,
+                 max_per_caller: int | None = None) -> None:
         self.pollers = {"gpu": gpu_pollers, "cpu": cpu_pollers}
         self.max_streams = max_streams
+        self.max_per_caller = max_per_caller or max_streams
         self.keepalive_s = keepalive_s
         self._lock = threading.Lock()
-        self._open: set[Subscription] = set()
+        self._open: dict[Subscription, str | None] = {}  # -> the caller key that holds it
         self._closing = False
 
     def check_ids(self, kind: str, ids: list[int] | None) -> list[int]:
@@ -221,8 +225,9 @@ class StreamHub:
             raise BadRequest(f"Unknown {kind.upper()} indices: {unknown}. Available: {available}")
         return ids
 
-    def open(self, kind: str, ids: list[int]) -> Subscription:
-        """Subscribe to ``ids``; 429 past the cap. The caller must ``close`` it."""
+    def open(self, kind: str, ids: list[int], holder: str | None = None) -> Subscription:
+        """Subscribe to ``ids``; 429 past the cap, or past the per-caller cap for ``holder``
+        (None: exempt, i.e. root), so one reader cannot hold every slot. Close it after."""
         sub = Subscription()
         with self._lock:
             if self._closing:
@@ -231,7 +236,11 @@ class StreamHub:
             if len(self._open) >= self.max_streams:
                 raise TooManyRequests(f"Too many open power streams ({self.max_streams}); "
                                       "close one or retry later.")
-            self._open.add(sub)
+            held = sum(1 for h in self._open.values() if h == holder) if holder else 0
+            if held >= self.max_per_caller:
+                raise TooManyRequests(f"Too many open power streams for {holder} ({held}, the "
+                                      "limit per caller); close one or retry later.")
+            self._open[sub] = holder
         for index in ids:
             self.pollers[kind][index].subscribe(sub)
         return sub
@@ -241,7 +250,7 @@ class StreamHub:
             self.pollers[kind][index].unsubscribe(sub)
         sub.close()
         with self._lock:
-            self._open.discard(sub)
+            self._open.pop(sub, None)
 
     @property
     def open_count(self) -> int:
@@ -261,12 +270,15 @@ class StreamHub:
 
 
 def build_hub(gpu_devices: list, cpus: list, gpu_hz: float, cpu_hz: float, num_workers: int,
-              keepalive_s: float = 15.0,
+              keepalive_s: float = 15.0, per_caller: int = 0,
               poller_factory: Callable[..., Poller] = Poller) -> StreamHub:
-    """Pollers for every device and the stream cap: leave two HTTP workers for other requests."""
+    """Pollers for every device and the stream caps: leave two HTTP workers for other
+    requests; one caller gets ``per_caller`` slots (0: a third of them, at least 2)."""
     gpu = {d.index: poller_factory(GpuPowerStep(d), gpu_hz, f"zeusd-gpu{d.index}-power")
            for d in gpu_devices}
     cpu_period_s = 1.0 / max(cpu_hz, 1.0)
     cpu = {c.index: poller_factory(CpuPowerStep(c, cpu_period_s), cpu_hz,
                                    f"zeusd-cpu{c.index}-power") for c in cpus}
-    return StreamHub(gpu, cpu, max(1, num_workers - 2), keepalive_s)
+    max_streams = max(1, num_workers - 2)
+    return StreamHub(gpu, cpu, max_streams, keepalive_s,
+                     per_caller or max(2, max_streams // 3))

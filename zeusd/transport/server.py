@@ -7,14 +7,20 @@ keys in the environ are always HTTP_*, so no request can override it.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import socket
+import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
-from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
+from ..service import deadline
+from ..limits import ServeLimits
+from .admission import Admission, peer_key, refusal_bytes
 from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,16 @@ TCP_CALLER = Caller(transport="tcp")
 
 
 class PeerTask(WSGITask):
+    def execute(self):
+        # The request's whole stay is bounded from when its last byte arrived, so the
+        # time it waited for this worker counts too (the GPU layer reads the deadline).
+        received = getattr(self.request, "zeusd_received_at", None) or time.monotonic()
+        deadline.start(received + self.channel.limits.request_timeout_s)
+        try:
+            super().execute()
+        finally:
+            deadline.clear()
+
     def get_environment(self):
         environ = super().get_environment()
         environ[ENVIRON_KEY] = self.channel.zeusd_caller
@@ -52,15 +68,145 @@ class PeerTask(WSGITask):
             self.channel.server.pull_trigger()
 
 
-class PeerChannel(HTTPChannel):
-    task_class = PeerTask
+class PeerErrorTask(ErrorTask):
+    """waitress's own refusals; a body over the cap gets a JSON answer saying the cap."""
 
-    def __init__(self, server, sock, addr, adj, map=None):
-        if sock.family == socket.AF_UNIX:
-            self.zeusd_caller = unix_peer(sock)
-        else:
-            self.zeusd_caller = TCP_CALLER
+    def execute(self):
+        error = self.request.error
+        if getattr(error, "code", None) != 413:
+            return super().execute()
+        cap = self.channel.adj.max_request_body_size - 1
+        body = json.dumps({"error": f"Request body too large: zeusd accepts at most {cap} "
+                                    "bytes; the request was not processed."}).encode()
+        self.status = "413 Request Entity Too Large"
+        self.response_headers.extend([("Content-Type", "application/json"),
+                                      ("Connection", "close")])
+        self.close_on_finish = True
+        self.content_length = len(body)
+        self.write(body)
+        return None
+
+
+def identify(sock: socket.socket) -> Caller:
+    return unix_peer(sock) if sock.family == socket.AF_UNIX else TCP_CALLER
+
+
+class PeerChannel(HTTPChannel):
+    """A connection with its caller, and deadlines waitress does not have: a request must
+    arrive whole within ``request_read_timeout_s`` of its first byte (a trickle of header
+    bytes does not renew it), and a connection serving nothing closes after
+    ``idle_timeout_s`` (blank lines between requests do not renew that either)."""
+
+    task_class = PeerTask
+    error_task_class = PeerErrorTask
+    limits = ServeLimits()
+    zeusd_slot = None  # (Admission, peer key, member) when admission counted this connection
+
+    def __init__(self, server, sock, addr, adj, map=None, caller: Caller | None = None):
+        self.zeusd_caller = caller if caller is not None else identify(sock)
+        self._reading_since: float | None = None
+        self._idle_since = time.monotonic()
         super().__init__(server, sock, addr, adj, map)
+
+    def received(self, data):
+        now = time.monotonic()
+        before = len(self.requests)
+        if self.request is None and data:
+            self._reading_since = now
+        result = super().received(data)
+        for request in self.requests[before:]:
+            request.zeusd_received_at = now
+        if self.request is None:
+            self._reading_since = None
+        return result
+
+    def readable(self):
+        now = time.monotonic()
+        if self.requests:  # a request is being served: not idle, not reading
+            self._idle_since = now
+        elif self._reading_since is not None:
+            if now - self._reading_since > self.limits.request_read_timeout_s:
+                self._give_up(408, "Request Timeout", "the request did not arrive within "
+                              f"{self.limits.request_read_timeout_s:g} s")
+                return False
+        elif now - self._idle_since > self.limits.idle_timeout_s:
+            self.will_close = True  # an idle keep-alive connection: close it quietly
+            return False
+        return super().readable()
+
+    def _give_up(self, status: int, reason: str, why: str) -> None:
+        """Answer ``status`` and close, from the event loop (no worker involved)."""
+        body = json.dumps({"error": f"{reason}: {why}; closing the connection."}).encode()
+        payload = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+        with self.outbuf_lock:
+            self.outbufs[-1].append(payload)
+            self.current_outbuf_count += len(payload)
+            self.total_outbufs_len += len(payload)
+        self.request = None
+        self._reading_since = None
+        self.close_when_flushed = True
+
+    def send_continue(self):
+        """Only a body worth waiting for gets "100 Continue": waitress marks the request
+        incomplete until a body arrives, so a bodiless one (or one already refused, e.g.
+        over the size cap) would otherwise hang until the client gives up."""
+        request = self.request
+        if request.error is not None or not (request.chunked or request.content_length):
+            request.expect_continue = False
+            return
+        super().send_continue()
+
+    def del_channel(self, map=None):
+        slot, self.zeusd_slot = self.zeusd_slot, None
+        if slot is not None:
+            admission, key, member = slot
+            admission.release(key, member)
+        super().del_channel(map)
+
+
+def admit_channel(admission: Admission, limits: ServeLimits, server, sock, addr, adj,
+                  map=None):
+    """waitress's channel_class: admit the connection (a PeerChannel) or refuse it at once."""
+    caller = identify(sock)
+    key = peer_key(caller, addr)
+    verdict = admission.admit(caller, key)
+    if not verdict.admitted:
+        admission.log_refusal(key, verdict)
+        try:
+            sock.send(refusal_bytes(verdict), socket.MSG_DONTWAIT)
+        except OSError:
+            pass  # the peer is gone or not reading; closing is all that matters
+        sock.close()
+        return None
+    try:
+        channel = PeerChannel(server, sock, addr, adj, map, caller=caller)
+    except BaseException:
+        admission.release(key, verdict.member)
+        raise
+    channel.limits = limits
+    channel.zeusd_slot = (admission, key, verdict.member)
+    return channel
+
+
+def install_admission(server, admission: Admission, limits: ServeLimits) -> None:
+    """Route every accepted connection of ``server`` through ``admission``."""
+    server_map = getattr(server, "map", None) or getattr(server, "_map", {})
+    for dispatcher in list(server_map.values()):
+        if isinstance(dispatcher, BaseWSGIServer):
+            dispatcher.channel_class = functools.partial(admit_channel, admission, limits)
+
+
+def waitress_adjustments(limits: ServeLimits, max_body_bytes: int) -> dict:
+    """waitress settings that back the limits: its own connection cap sits above ours (so it
+    never stops accepting before we can answer), bodies over the cap are refused from the
+    Content-Length header alone (chunked ones as they arrive), poll() handles >1024 fds."""
+    return {"connection_limit": limits.max_connections + 16,
+            "max_request_body_size": max_body_bytes + 1,  # waitress refuses at >= this
+            "max_request_header_size": 32 * 1024,
+            "channel_timeout": max(int(limits.idle_timeout_s) + 1, 1),
+            "cleanup_interval": 5,
+            "asyncore_use_poll": True}
 
 
 def make_server(app, sockets: list[socket.socket], threads: int, **adjustments):
