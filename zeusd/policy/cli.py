@@ -143,14 +143,27 @@ def _report(decision, caller, subject: str, target: str, policy) -> int:
         print(f"warning: {warning}")
     if not decision.allowed:
         print(f"deny (rule '{decision.rule}'): {decision.message}")
+        _note_everyone(caller, policy)
         return EXIT_FAIL
     undo = ("marked restore_on_exit (not enforced yet: no leases in this release, they are "
             "kept)" if decision.restore_on_exit else "kept after the caller exits")
     rule = "root may always act" if decision.rule == "root" else f"rule '{decision.rule}'"
     print(f"allow ({rule}): {who(caller)} may {subject} on {target}")
+    _note_everyone(caller, policy)
     if subject.startswith("set_") or subject.startswith("reset_"):
         print(f"changes are {undo}")
     return EXIT_OK
+
+
+def _note_everyone(caller: Caller, policy) -> None:
+    """Say why an `everyone` rule did not apply to an anonymous TCP caller."""
+    if not caller.is_anonymous:
+        return
+    for rule in policy.rules:
+        if rule.subjects.everyone and not rule.subjects.anonymous:
+            print(f"note: rule '{rule.name}' (everyone = true) does not match anonymous TCP "
+                  f"callers: everyone means identified callers (Unix peers, valid tokens); "
+                  f"name anonymous callers with anonymous = true")
 
 
 def _caller(args) -> Caller:
