@@ -75,5 +75,5 @@ class LegacyCpuEnergy:
 def add_routes(app, reads) -> None:
     app.add_route("/cpu/get_cumulative_energy", CpuEnergy(reads))
     app.add_route("/cpu/get_power", CpuPower(reads))
-    app.add_route("/cpu/{cpu_id:int(min=0)}/supports_dram_energy", LegacyCpuDram(reads))
-    app.add_route("/cpu/{cpu_id:int(min=0)}/get_index_energy", LegacyCpuEnergy(reads))
+    app.add_route("/cpu/{cpu_id:index}/supports_dram_energy", LegacyCpuDram(reads))
+    app.add_route("/cpu/{cpu_id:index}/get_index_energy", LegacyCpuEnergy(reads))

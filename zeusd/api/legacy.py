@@ -47,4 +47,4 @@ class LegacyGpuWrite:
 
 def add_routes(app, control) -> None:
     for path_op, operation in LEGACY_OPERATIONS.items():
-        app.add_route(f"/gpu/{{gpu_id:int(min=0)}}/{path_op}", LegacyGpuWrite(control, operation))
+        app.add_route(f"/gpu/{{gpu_id:index}}/{path_op}", LegacyGpuWrite(control, operation))
