@@ -147,6 +147,15 @@ def test_explain_with_real_user_and_extra_group(capsys, tmp_path, unix_ids):
     (("--user", "1001", "fly"), "unknown operation 'fly'"),
     (("--user", "no-such-user-zq9", "gpu-read"), "unknown user 'no-such-user-zq9'"),
     (("--user", "1001", "--group", "no-such-group-zq9", "gpu-read"), "unknown group"),
+    (("--user", "9" * 5000, "gpu-read"), "uid '99999999999999999999' is out of range"),
+    (("--user", "4294967295", "gpu-read"), "uid '4294967295' is out of range (0-4294967294)"),
+    (("--user", "1001", "--group", "9" * 5000, "gpu-read"), "gid '9999"),
+    (("--user", "1001", "set_power_limit", "9" * 5000 + "W"), "write it as 300W or 300000mW"),
+    (("--user", "1001", "set_power_limit", "4294968W"), "is out of range (at most 4294967295"),
+    (("--user", "1001", "set_gpu_locked_clocks", "1-" + "9" * 5000), "write them as MIN-MAX"),
+    (("--user", "1001", "set_gpu_locked_clocks", "1-4294967296"), "out of range (0-4294967295"),
+    (("--user", "1001", "--gpu", "9" * 5000, "gpu-read"), "invalid int value"),
+    (("--user", "\u0663", "gpu-read"), "unknown user"),
 ])
 def test_explain_usage_errors_exit_2(capsys, policy_path, argv, fragment):
     code, _, err = explain(capsys, policy_path, *argv)
