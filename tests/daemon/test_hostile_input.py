@@ -61,14 +61,26 @@ def test_values_past_u32_are_400_before_int(zd, value, message):
         assert_error(reply, 400, f"Query deserialize error: {message}")
 
 
-@pytest.mark.parametrize("segment", ["+2", "0_1", "\u0663", "\uff10", HUGE, "4294967296", " 1"])
+@pytest.mark.parametrize("segment", ["+2", "0_1", "\u0663", "\uff10", " 1", "-1", "0x1"])
 def test_legacy_path_ids_use_the_query_rule(zd, segment):
-    """Not an index: not a route (404), as `/gpu/-1/...` always was; nothing runs."""
+    """Not digits: not a route (404), as `/gpu/-1/...` always was; nothing runs."""
     with Unchanged(zd):
         reply = zd.post(f"/gpu/{quote(segment)}/set_power_limit",
                         {"power_limit_mw": 300000, "block": True})
         assert reply.status == 404, reply.text
         assert zd.get(f"/cpu/{quote(segment)}/supports_dram_energy").status == 404
+
+
+@pytest.mark.parametrize("digits", [HUGE, "4294967296"])
+def test_legacy_path_ids_past_u32_are_invalid_indices(zd, digits):
+    with Unchanged(zd):
+        reply = zd.post(f"/gpu/{digits}/set_power_limit",
+                        {"power_limit_mw": 300000, "block": True})
+        assert assert_text_error(reply, 400) == f"Invalid GPU index: {digits}"
+        assert assert_text_error(zd.get(f"/cpu/{digits}/supports_dram_energy"), 400) == \
+            f"Invalid CPU index: {digits}"
+        reply = zd.post(f"/cpu/{digits}/get_index_energy", {"cpu": True, "dram": True})
+        assert assert_text_error(reply, 400) == f"Invalid CPU index: {digits}"
 
 
 def test_legacy_path_ids_accept_the_plain_spelling(zd):

@@ -7,6 +7,7 @@ wording (`missing field`, `unknown field`, `invalid`), so we keep it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import parse_qsl
 
@@ -122,12 +123,30 @@ def parse_id_list(text: str, kind: str) -> list[int]:
     return sorted(ids)
 
 
-class IndexConverter(falcon.routing.BaseConverter):
-    """`{gpu_id:index}` in a legacy path: the query lists' rule; anything else is no route
-    (404, as `/gpu/-1/...` always was), never `+2`, `0_1` or another script's digits."""
+@dataclass(frozen=True)
+class OversizedIndex:
+    """ASCII digits in a legacy path that do not fit a u32 (answered 400 by the route)."""
 
-    def convert(self, value: str) -> int | None:
-        return parse_index(value)
+    text: str
+
+
+class IndexConverter(falcon.routing.BaseConverter):
+    """`{gpu_id:index}` in a legacy path: ASCII digits only, so `-1` (as ever), `+2`, `0_1`
+    or another script's digits are no route (404); digits past a u32 are matched but never
+    reach int() (the route answers `Invalid GPU index: ...`, as the query API does)."""
+
+    def convert(self, value: str) -> int | OversizedIndex | None:
+        if not value or not is_ascii_digits(value):
+            return None
+        index = u32_value(value)
+        return OversizedIndex(value) if index is None else index
+
+
+def path_index(value: int | OversizedIndex, kind: str) -> int:
+    """The index a route got from IndexConverter; 400 for one past a u32."""
+    if isinstance(value, OversizedIndex):
+        raise BadRequest(f"Invalid {kind.upper()} index: {value.text}")
+    return value
 
 
 # --- legacy JSON bodies (serde_json wording) ---------------------------------------
