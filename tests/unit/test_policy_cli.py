@@ -126,6 +126,22 @@ def test_explain_reads_and_tokens(capsys, policy_path):
     assert code == 0 and "allow (root may always act)" in out
 
 
+def test_explain_says_everyone_does_not_match_anonymous_tcp(capsys, tmp_path):
+    text = ('[defaults]\noperations = []\n[[rule]]\nname = "all-users"\neveryone = true\n'
+            'operations = ["gpu-read"]\n')
+    path = write_policy(tmp_path, text)
+    code, out, _ = explain(capsys, path, "--anonymous", "gpu-read")
+    assert code == 1
+    assert ("note: rule 'all-users' (everyone = true) does not match anonymous TCP callers: "
+            "everyone means identified callers (Unix peers, valid tokens); name anonymous "
+            "callers with anonymous = true") in out
+    code, out, _ = explain(capsys, path, "--token", "ci", "gpu-read")
+    assert code == 0 and "note:" not in out
+    code, out, _ = run(capsys, "--no-owner-check", "check", path)
+    assert ("rule 'all-users' (line 3): every identified caller (Unix peers, valid tokens; "
+            "not anonymous TCP), on every GPU") in out
+
+
 def test_explain_with_real_user_and_extra_group(capsys, tmp_path, unix_ids):
     text = f'[[rule]]\nname = "g"\ngroups = ["{unix_ids.group_extra}"]\noperations = ["all"]\n'
     path = write_policy(tmp_path, text)
