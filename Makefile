@@ -54,7 +54,7 @@ test: venv compat-clients
 ## The same suite on the oldest supported stack: Debian 12's Falcon 3.1 and waitress 2.1.
 $(VENV)-oldest/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)-oldest
-	$(VENV)-oldest/bin/python -m pip install -q 'falcon==3.1.1' 'waitress==2.1.2' \
+	$(VENV)-oldest/bin/python -m pip install -q 'falcon==3.1.1' 'waitress==2.1.2' 'PyJWT==2.6.0' \
 	    'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
 	$(VENV)-oldest/bin/python -m pip install -q --no-deps -e .
 	touch $@

@@ -2,6 +2,9 @@
 
 Every change decision (allowed or denied), every denied read and every policy
 event is recorded. ``journalctl -u zeusd ZEUSD_DECISION=deny`` finds denials.
+Repeated denials of one kind are coalesced into counted records (audit_flood.py)
+so that a denial flood cannot make journald drop records; every record carries
+``ZEUSD_COUNT``, the number of decisions it stands for.
 The journal is spoken to through its native datagram protocol, so no
 systemd-python is needed. Recording never raises into the request: a broken
 journal falls back to the stream, a broken stream is given up on.
@@ -16,6 +19,8 @@ import socket
 import struct
 import sys
 import threading
+
+from .audit_flood import DenialCoalescer
 
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 PRIORITY_WARNING = 4
@@ -106,9 +111,11 @@ class Auditor:
     """Writes audit records; see the module docstring."""
 
     def __init__(self, *, use_journal: bool | None = None, stream=None,
-                 journal_socket: str = JOURNAL_SOCKET, proc_root: str = "/proc"):
+                 journal_socket: str = JOURNAL_SOCKET, proc_root: str = "/proc",
+                 coalescer: DenialCoalescer | None = None):
         """use_journal None: the journal if its socket exists. stream None: sys.stderr
-        as it is when a record is written (so redirecting stderr later still works)."""
+        as it is when a record is written (so redirecting stderr later still works).
+        coalescer None: denials are coalesced over audit_flood.WINDOW_S."""
         if use_journal is None:
             use_journal = os.path.exists(journal_socket)
         self._journal = JournalSender(journal_socket) if use_journal else None
@@ -117,6 +124,11 @@ class Auditor:
         self._cgroups: dict = {}
         self._lock = threading.Lock()
         self._journal_failed = False
+        self._coalescer = coalescer if coalescer is not None else DenialCoalescer(self._write)
+
+    def flush(self) -> None:
+        """Write every pending denial count now (e.g. before exit)."""
+        self._coalescer.flush(everything=True)
 
     @property
     def uses_journal(self) -> bool:
@@ -215,6 +227,11 @@ class Auditor:
     # -- writing ------------------------------------------------------------
 
     def _emit(self, fields: dict[str, str]) -> None:
+        if fields.get("ZEUSD_DECISION") == "deny" and not self._coalescer.offer(fields):
+            return  # counted; its window's record will say so
+        self._write({**fields, "ZEUSD_COUNT": "1"} if "ZEUSD_DECISION" in fields else fields)
+
+    def _write(self, fields: dict[str, str]) -> None:
         if self._journal is not None:
             try:
                 self._journal.send(fields)

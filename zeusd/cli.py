@@ -7,11 +7,16 @@ Compatible with both released zeusd command lines (0.1: flags only; newer:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import __version__, limits
 from .config import (DEFAULT_POLICY_PATH, DEFAULT_SOCKET_PATH, DEFAULT_TCP_ADDRESS,
-                     ServeConfig, parse_groups, parse_permissions)
+                     ServeConfig, bounded_int, check_socket_path, parse_groups, parse_id,
+                     parse_permissions, parse_tcp_address, positive_float)
+
+MAX_WORKERS = 1024
+MAX_QUEUE_PER_GPU = 1_000_000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,20 +33,6 @@ def _typed(converter):
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
     return convert
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError(f"must be positive, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError(f"must be positive, got {text}")
-    return value
 
 
 def _simulated_spec(text: str) -> str:
@@ -64,16 +55,17 @@ def _add_serve_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--socket-path", default=d(DEFAULT_SOCKET_PATH))
     p.add_argument("--socket-permissions", type=_typed(parse_permissions), default=d(0o666),
                    help="octal mode of the socket file (default 666)")
-    p.add_argument("--socket-uid", type=int, default=d(None))
-    p.add_argument("--socket-gid", type=int, default=d(None))
-    p.add_argument("--tcp-bind-address", default=d(DEFAULT_TCP_ADDRESS))
-    p.add_argument("--num-workers", type=_typed(_positive_int), default=d(8),
+    p.add_argument("--socket-uid", type=_typed(parse_id), default=d(None))
+    p.add_argument("--socket-gid", type=_typed(parse_id), default=d(None))
+    p.add_argument("--tcp-bind-address", type=_typed(parse_tcp_address),
+                   default=d(DEFAULT_TCP_ADDRESS))
+    p.add_argument("--num-workers", type=_typed(bounded_int(MAX_WORKERS)), default=d(8),
                    help="HTTP worker threads")
     p.add_argument("--enable", type=_typed(parse_groups),
                    default=d(parse_groups("gpu-control,gpu-read,cpu-read")),
                    help="API groups to serve: gpu-control,gpu-read,cpu-read (default all)")
-    p.add_argument("--gpu-power-poll-hz", type=_typed(_positive_float), default=d(20.0))
-    p.add_argument("--cpu-power-poll-hz", type=_typed(_positive_float), default=d(10.0))
+    p.add_argument("--gpu-power-poll-hz", type=_typed(positive_float), default=d(20.0))
+    p.add_argument("--cpu-power-poll-hz", type=_typed(positive_float), default=d(10.0))
     p.add_argument("--signing-key-path", default=d(None),
                    help="require HS256 bearer tokens signed with this file's bytes")
     p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default=d("nvml"))
@@ -84,11 +76,12 @@ def _add_serve_flags(p: argparse.ArgumentParser, defaults: bool = True) -> None:
     p.add_argument("--rapl-root", default=d(None), metavar="DIR",
                    help="RAPL powercap directory (default /zeus_sys/... or /sys/...)")
     p.add_argument("--cpu-backend", choices=("rapl", "simulated"), default=d("rapl"))
-    p.add_argument("--simulated-cpus", type=_typed(_positive_int), default=d(2), metavar="N",
+    p.add_argument("--simulated-cpus", type=_typed(bounded_int(256)), default=d(2), metavar="N",
                    help="CPU packages of the simulated CPU backend (default 2)")
-    p.add_argument("--nvml-timeout-s", type=_typed(_positive_float), default=d(10.0),
+    p.add_argument("--nvml-timeout-s", type=_typed(positive_float), default=d(10.0),
                    help="an NVML call running longer answers 504 (default 10)")
-    p.add_argument("--max-queue-per-gpu", type=_typed(_positive_int), default=d(1024),
+    p.add_argument("--max-queue-per-gpu", type=_typed(bounded_int(MAX_QUEUE_PER_GPU)),
+                   default=d(1024),
                    help="queued commands per GPU before 429 (default 1024)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=d("info"))
@@ -161,9 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         print("zeusd: error: `policy` must come first: zeusd policy check|explain ...",
               file=sys.stderr)
         return 2
+    config = serve_config(args)
+    if config.mode == "uds" and "LISTEN_FDS" not in os.environ:
+        try:  # under socket activation systemd binds, and the path is not ours to check
+            check_socket_path(config.socket_path)
+        except ValueError as exc:
+            print(f"zeusd: error: {exc}", file=sys.stderr)
+            return 2
     from .daemon import run
 
-    return run(serve_config(args))
+    return run(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import subprocess
 import time
 
@@ -137,6 +140,40 @@ def test_legacy_routes_need_a_token_too(auth):
 def test_invalid_token_is_401(auth, header):
     assert_401(auth.get("/gpu/get_power", headers={"Authorization": header}),
                prefix="Invalid token: ")
+
+
+def _segment(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+DEEP = b"[" * 5000 + b"]" * 5000
+DEEP_PAYLOAD = b"[" * 2000 + b"]" * 2000  # past Python's recursion limit, within the token size
+
+
+def _signed_raw(payload: bytes) -> str:
+    """A token whose payload bytes are ``payload``, correctly signed with our key."""
+    head = _segment(b'{"typ":"JWT","alg":"HS256"}') + "." + _segment(payload)
+    mac = hmac.new(SIGNING_KEY, head.encode(), hashlib.sha256).digest()
+    return head + "." + _segment(mac)
+
+
+@pytest.mark.parametrize("header, reason", [
+    # PyJWT reads the header before it can check anything: its size is bounded first.
+    (_segment(DEEP) + ".e30." + _segment(b"x" * 32), "InvalidToken"),
+    ("a" * 9000, "InvalidToken"),
+    # A payload is parsed only once its signature is ours: a forged deep one is never read.
+    (sign({"sub": "a", "scopes": []}).rsplit(".", 2)[0] + "." + _segment(DEEP_PAYLOAD) + "."
+     + _segment(b"x" * 32), "InvalidSignature"),
+    # Signed with our key (only an admin could): still a 401, never a 500.
+    (_signed_raw(DEEP_PAYLOAD), "JSON error: expected a map of claims"),
+], ids=["deep-header", "huge-token", "forged-deep-payload", "signed-deep-payload"])
+def test_hostile_tokens_are_401_before_their_payload_is_parsed(auth, header, reason):
+    mark = auth.gpus.mark()
+    for path in ("/gpu/get_power", "/auth/whoami", SET_LIMIT):
+        reply = auth.http.request("POST" if path == SET_LIMIT else "GET", path,
+                                  headers=bearer(header))
+        assert_401(reply, f"Invalid token: {reason}")
+    assert auth.gpus.since(mark) == []
 
 
 def test_expired_token_is_401(auth):

@@ -58,8 +58,21 @@ def test_serve_help_lists_the_serve_flags():
     (("--simulated-gpus", "h999x2"), "unknown GPU profile 'h999'"),
     (("--simulated-gpus", "h200x0"), "GPU count must be an integer 1-64"),
     (("--simulated-gpus", "/nonexistent/gpus.json"), "cannot read it"),
-    (("--num-workers", "0"), "must be positive, got 0"),
+    (("--num-workers", "0"), "must be a whole number 1-1024, got '0'"),
+    (("--num-workers", "9" * 5000), "must be a whole number 1-1024, got '99999999999999999999'"),
     (("--nvml-timeout-s", "-1"), "must be positive"),
+    (("--nvml-timeout-s", "1e999"), "must be positive and finite, got 1e999"),
+    (("--gpu-power-poll-hz", "inf"), "must be positive and finite, got inf"),
+    (("--cpu-power-poll-hz", "nan"), "must be positive and finite, got nan"),
+    (("--socket-uid", "-5"), "argument --socket-uid: invalid id '-5' (a number 0-4294967294)"),
+    (("--socket-gid", "99999999999"), "argument --socket-gid: invalid id '99999999999'"),
+    (("--socket-uid", "4294967295"), "invalid id '4294967295'"),
+    (("--socket-gid", "\u0663"), "invalid id"),
+    (("--socket-uid", "9" * 5000), "invalid id '99999999999999999999'"),
+    (("--mode", "tcp", "--tcp-bind-address", "127.0.0.1:65536"), "port 0-65535"),
+    (("--mode", "tcp", "--tcp-bind-address", "127.0.0.1:" + "9" * 5000), "port 0-65535"),
+    (("--mode", "tcp", "--tcp-bind-address", ":4938"), "expected HOST:PORT"),
+    (("--mode", "tcp", "--tcp-bind-address", "localhost"), "invalid address 'localhost'"),
     (("--max-queue-per-gpu", "lots"), "--max-queue-per-gpu"),
     (("--gpu-backend", "cuda"), "invalid choice: 'cuda'"),
     (("--cpu-backend", "msr"), "invalid choice: 'msr'"),
@@ -81,6 +94,25 @@ def test_argument_errors_are_one_line_exit_2_and_bind_nothing(sock_dir, args, fr
     assert not sock.exists()
 
 
+@pytest.mark.parametrize("socket_path, fragment", [
+    ("{dir}/file/z.sock", "--socket-path {dir}/file/z.sock: {dir}/file is not a directory"),
+    ("{dir}/file/a/b/z.sock", "{dir}/file is not a directory"),
+    ("{dir}/" + "s" * 120, "a Unix socket path holds at most 107"),
+    ("", "--socket-path is empty"),
+])
+def test_socket_path_errors_are_caught_before_anything_is_bound(sock_dir, socket_path,
+                                                                fragment):
+    (sock_dir / "file").write_text("a regular file")
+    before = sorted(os.listdir(sock_dir))
+    proc = zeusd("serve", "--gpu-backend", "simulated", "--enable", "gpu-read", "--policy",
+                 str(sock_dir / "none.toml"), "--socket-path", socket_path.format(dir=sock_dir))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zeusd: error: "), proc.stderr
+    assert fragment.format(dir=sock_dir) in lines[0]
+    assert sorted(os.listdir(sock_dir)) == before  # nothing bound, no directory made
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
 def test_nvml_control_without_cap_sys_admin_is_refused(sock_dir):
     sock = sock_dir / "z.sock"
@@ -95,11 +127,11 @@ def test_nvml_control_without_cap_sys_admin_is_refused(sock_dir):
 
 def test_start_up_errors_say_what_is_wrong_without_a_traceback(sock_dir):
     proc = zeusd("serve", "--gpu-backend", "simulated", "--mode", "tcp",
-                 "--tcp-bind-address", "localhost", "--policy", str(sock_dir / "none.toml"),
-                 "--enable", "gpu-read")
+                 "--tcp-bind-address", "192.0.2.1:4938", "--policy",
+                 str(sock_dir / "none.toml"), "--enable", "gpu-read")
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-1] == \
-        "zeusd: error: invalid address 'localhost' (expected HOST:PORT)"
+        "zeusd: error: cannot listen on 192.0.2.1:4938: Cannot assign requested address"
     assert "Traceback" not in proc.stderr
 
 

@@ -68,11 +68,12 @@ class PolicyDaemon:
     """``zeusd serve`` on simulated H200s with ``policy_text`` at ``self.policy_path``."""
 
     def __init__(self, policy_text: str, *, gpus: int = 4,
-                 enable: str = "gpu-control,gpu-read") -> None:
+                 enable: str = "gpu-control,gpu-read", policy_subdir: str = "") -> None:
         self.dir = traversable_dir("zdp-")
         self.socket_path = str(self.dir / "zeusd.sock")
         self.address = "unix:" + self.socket_path
-        self.policy_path = self.dir / "policy.toml"
+        self.policy_path = self.dir / policy_subdir / "policy.toml"
+        self.policy_path.parent.mkdir(mode=0o755, exist_ok=True)
         install_policy(self.policy_path, policy_text)
         self.policy_hash = sha256(policy_text)
         self.gpus = SimGpus(self.dir, count=gpus)

@@ -126,6 +126,22 @@ def test_explain_reads_and_tokens(capsys, policy_path):
     assert code == 0 and "allow (root may always act)" in out
 
 
+def test_explain_says_everyone_does_not_match_anonymous_tcp(capsys, tmp_path):
+    text = ('[defaults]\noperations = []\n[[rule]]\nname = "all-users"\neveryone = true\n'
+            'operations = ["gpu-read"]\n')
+    path = write_policy(tmp_path, text)
+    code, out, _ = explain(capsys, path, "--anonymous", "gpu-read")
+    assert code == 1
+    assert ("note: rule 'all-users' (everyone = true) does not match anonymous TCP callers: "
+            "everyone means identified callers (Unix peers, valid tokens); name anonymous "
+            "callers with anonymous = true") in out
+    code, out, _ = explain(capsys, path, "--token", "ci", "gpu-read")
+    assert code == 0 and "note:" not in out
+    code, out, _ = run(capsys, "--no-owner-check", "check", path)
+    assert ("rule 'all-users' (line 3): every identified caller (Unix peers, valid tokens; "
+            "not anonymous TCP), on every GPU") in out
+
+
 def test_explain_with_real_user_and_extra_group(capsys, tmp_path, unix_ids):
     text = f'[[rule]]\nname = "g"\ngroups = ["{unix_ids.group_extra}"]\noperations = ["all"]\n'
     path = write_policy(tmp_path, text)
@@ -147,6 +163,15 @@ def test_explain_with_real_user_and_extra_group(capsys, tmp_path, unix_ids):
     (("--user", "1001", "fly"), "unknown operation 'fly'"),
     (("--user", "no-such-user-zq9", "gpu-read"), "unknown user 'no-such-user-zq9'"),
     (("--user", "1001", "--group", "no-such-group-zq9", "gpu-read"), "unknown group"),
+    (("--user", "9" * 5000, "gpu-read"), "uid '99999999999999999999' is out of range"),
+    (("--user", "4294967295", "gpu-read"), "uid '4294967295' is out of range (0-4294967294)"),
+    (("--user", "1001", "--group", "9" * 5000, "gpu-read"), "gid '9999"),
+    (("--user", "1001", "set_power_limit", "9" * 5000 + "W"), "write it as 300W or 300000mW"),
+    (("--user", "1001", "set_power_limit", "4294968W"), "is out of range (at most 4294967295"),
+    (("--user", "1001", "set_gpu_locked_clocks", "1-" + "9" * 5000), "write them as MIN-MAX"),
+    (("--user", "1001", "set_gpu_locked_clocks", "1-4294967296"), "out of range (0-4294967295"),
+    (("--user", "1001", "--gpu", "9" * 5000, "gpu-read"), "invalid int value"),
+    (("--user", "\u0663", "gpu-read"), "unknown user"),
 ])
 def test_explain_usage_errors_exit_2(capsys, policy_path, argv, fragment):
     code, _, err = explain(capsys, policy_path, *argv)

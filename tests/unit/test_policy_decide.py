@@ -174,6 +174,26 @@ def test_anonymous_tcp_caller(policy):
                              "rule 'anon'"
 
 
+def test_everyone_means_identified_callers_not_anonymous_tcp(policy):
+    # "no-gpu-7" (everyone = true, GPU 7) matches a Unix peer and a token holder...
+    assert policy.decide_read(unix_caller(4242), ops.GPU_READ, 7).rule == "no-gpu-7"
+    token = Caller(transport="tcp", token_subject="eve", token_scopes=("gpu-read",))
+    assert policy.decide_read(token, ops.GPU_READ, 7).rule == "no-gpu-7"
+    # ...but never an anonymous TCP caller: only "anon" (anonymous = true) names it.
+    denied = policy.decide_read(Caller(transport="tcp"), ops.GPU_READ, 7)
+    assert denied == Decision(False, "anon", "gpu-read is not allowed to anonymous TCP callers "
+                                             "on GPU 7 by rule 'anon'", True)
+
+
+def test_everyone_alone_leaves_anonymous_tcp_to_the_defaults(tmp_path):
+    text = ('[defaults]\noperations = []\n[[rule]]\nname = "all"\neveryone = true\n'
+            'operations = ["gpu-read"]\n')
+    policy = load_policy(write_policy(tmp_path, text), check_owner=False)
+    assert policy.decide_read(unix_caller(4242), ops.GPU_READ, 0).allowed
+    denied = policy.decide_read(Caller(transport="tcp"), ops.GPU_READ, 0)
+    assert (denied.allowed, denied.rule) == (False, "default")
+
+
 def test_unix_rules_do_not_match_tcp_callers(policy):
     tcp = Caller(transport="tcp", token_subject="1001")
     assert policy.decide_change(tcp, power(300000)).rule == "default"

@@ -138,7 +138,8 @@ def test_missing_file_is_an_error_when_asked(tmp_path):
 
 def test_unreadable_path_names_the_reason(tmp_path):
     path = write_policy(tmp_path, GOOD)
-    assert "cannot open: Not a directory" in refused(path + "/x", check_owner=False)
+    assert refused(path + "/x", check_owner=False) == (
+        f"{path}/x: refused: {path} is not a directory")
 
 
 def test_default_path():

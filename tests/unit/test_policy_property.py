@@ -106,7 +106,8 @@ def reference_match(rule: dict, caller: Caller, gpu: int) -> bool:
     """Written independently of the implementation, straight from the policy semantics in policy/README.md."""
     if rule["gpus"] != "all" and gpu not in rule["gpus"]:
         return False
-    if rule["everyone"]:
+    anonymous = caller.transport != "unix" and caller.token_subject is None
+    if rule["everyone"] and not anonymous:  # every identified caller, never anonymous TCP
         return True
     if caller.transport == "unix":
         return (caller.uid in rule["users"] or caller.gid in rule["groups"]

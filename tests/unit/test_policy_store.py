@@ -89,13 +89,24 @@ def test_reload_refuses_a_file_made_group_writable(tmp_path):
     assert store.current.hash == sha(READS)
 
 
-def test_reload_of_a_deleted_file_falls_back_to_builtin(tmp_path, caplog):
+def test_reload_of_a_deleted_file_keeps_the_policy_in_force(tmp_path, caplog):
     path = write_policy(tmp_path, WRITES)
     store = PolicyStore(path, check_owner=False)
     os.unlink(path)
-    assert store.reload() is True
+    assert store.reload() is False
+    assert store.current.hash == sha(WRITES)
+    assert (f"policy reload rejected, policy {sha(WRITES)} stays in force: {path}: no such "
+            "file (moved or deleted?)") in caplog.text
+    assert "built-in" not in caplog.text
+
+
+def test_a_file_created_after_a_start_without_one_is_loaded(tmp_path):
+    path = os.path.join(tmp_path, "policy.toml")
+    store = PolicyStore(path, check_owner=False)
     assert store.current.source == "built-in (file missing)"
-    assert "only root may change GPU settings" in caplog.text
+    assert store.reload() is False  # still absent: an error, the built-in policy stays
+    write_policy(tmp_path, WRITES)
+    assert store.reload() is True and store.current.hash == sha(WRITES)
 
 
 def test_a_broken_auditor_does_not_break_reload(tmp_path):

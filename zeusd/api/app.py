@@ -10,6 +10,7 @@ import falcon
 from ..errors import AggregatedError, ZeusdError
 from . import cpu, gpu, legacy, streams
 from .middleware import Gate
+from .params import IndexConverter
 from .respond import LegacyError, send_json, send_text
 from .service import Discover, Time, Whoami
 
@@ -62,6 +63,7 @@ def _unexpected(req, resp, ex: Exception, params) -> None:
 def create_app(state: DaemonState) -> falcon.App:
     app = falcon.App(middleware=[Gate(state.enabled_groups, state.signing_key)])
     app.req_options.keep_blank_qs_values = True
+    app.router_options.converters["index"] = IndexConverter
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
     app.add_error_handler(ZeusdError, _zeusd_error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import operations as ops
 from ..errors import BadRequest, ZeusdError
-from .params import parse_bool, parse_id_list, parse_json_body, parse_query
+from .params import parse_bool, parse_id_list, parse_json_body, parse_query, path_index
 from .respond import LegacyError, caller_of, send_json
 
 
@@ -43,6 +43,7 @@ class LegacyCpuDram:
 
     def on_get(self, req, resp, cpu_id: int) -> None:
         try:
+            cpu_id = path_index(cpu_id, "cpu")
             self.reads.gate.allowed(caller_of(req), [cpu_id], [c.index for c in self.reads.cpus],
                                     gpu_scoped=False)
             if cpu_id >= len(self.reads.cpus):
@@ -62,6 +63,7 @@ class LegacyCpuEnergy:
 
     def on_post(self, req, resp, cpu_id: int) -> None:
         try:
+            cpu_id = path_index(cpu_id, "cpu")
             body = parse_json_body(req.bounded_stream.read(), {"cpu": bool, "dram": bool})
             if cpu_id >= len(self.reads.cpus):
                 raise BadRequest(f"CPU index {cpu_id} does not exist.")
@@ -75,5 +77,5 @@ class LegacyCpuEnergy:
 def add_routes(app, reads) -> None:
     app.add_route("/cpu/get_cumulative_energy", CpuEnergy(reads))
     app.add_route("/cpu/get_power", CpuPower(reads))
-    app.add_route("/cpu/{cpu_id:int(min=0)}/supports_dram_energy", LegacyCpuDram(reads))
-    app.add_route("/cpu/{cpu_id:int(min=0)}/get_index_energy", LegacyCpuEnergy(reads))
+    app.add_route("/cpu/{cpu_id:index}/supports_dram_energy", LegacyCpuDram(reads))
+    app.add_route("/cpu/{cpu_id:index}/get_index_energy", LegacyCpuEnergy(reads))

@@ -9,7 +9,7 @@ from .. import operations as ops
 from ..errors import ZeusdError
 from ..operations import GpuChange
 from .gpu import WRITE_PARAMS
-from .params import parse_json_body
+from .params import parse_json_body, path_index
 from .respond import LegacyError, caller_of, send_empty
 
 LEGACY_OPERATIONS = {
@@ -35,6 +35,7 @@ class LegacyGpuWrite:
 
     def on_post(self, req, resp, gpu_id: int) -> None:
         try:
+            gpu_id = path_index(gpu_id, "gpu")
             body = parse_json_body(req.bounded_stream.read(), self.fields)
             block = body.pop("block")
             self.control.check_gpus([gpu_id])
@@ -47,4 +48,4 @@ class LegacyGpuWrite:
 
 def add_routes(app, control) -> None:
     for path_op, operation in LEGACY_OPERATIONS.items():
-        app.add_route(f"/gpu/{{gpu_id:int(min=0)}}/{path_op}", LegacyGpuWrite(control, operation))
+        app.add_route(f"/gpu/{{gpu_id:index}}/{path_op}", LegacyGpuWrite(control, operation))

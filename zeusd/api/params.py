@@ -7,12 +7,21 @@ wording (`missing field`, `unknown field`, `invalid`), so we keep it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Iterable
 from urllib.parse import parse_qsl
+
+import falcon
 
 from ..errors import BadRequest
 
 U32_MAX = 2**32 - 1
+# Digits a u32 can have. Longer digit strings are refused by their length, before int()
+# sees them: Python's int() is quadratic-ish and refuses strings over 4300 digits with a
+# ValueError whose text must never reach a client.
+U32_DIGITS = 10
+# serde_json's nesting limit; Python's parser would recurse until RecursionError.
+MAX_JSON_DEPTH = 128
 
 
 def _qerr(text: str) -> BadRequest:
@@ -65,15 +74,37 @@ def parse_bool(text: str) -> bool:
     raise _qerr("provided string was not `true` or `false`")
 
 
+def is_ascii_digits(text: str) -> bool:
+    """Only 0-9: no sign, no `_`, no whitespace, no other script's digits."""
+    return text.isascii() and text.isdigit()
+
+
+def u32_value(digits: str) -> int | None:
+    """The value of an ASCII digit string, or None if it does not fit in a u32."""
+    significant = digits.lstrip("0")
+    if len(significant) > U32_DIGITS:
+        return None
+    value = int(significant or "0")
+    return value if value <= U32_MAX else None
+
+
 def parse_u32(text: str) -> int:
     if text == "":
         raise _qerr("cannot parse integer from empty string")
-    if not text.isascii() or not text.isdigit():
+    if not is_ascii_digits(text):
         raise _qerr("invalid digit found in string")
-    value = int(text)
-    if value > U32_MAX:
+    value = u32_value(text)
+    if value is None:
         raise _qerr("number too large to fit in target type")
     return value
+
+
+def parse_index(text: str) -> int | None:
+    """A device index (query list element or legacy path segment), or None if it is not one.
+
+    One rule for every place an index comes from: ASCII digits that fit in a u32.
+    """
+    return u32_value(text) if text and is_ascii_digits(text) else None
 
 
 def parse_id_list(text: str, kind: str) -> list[int]:
@@ -85,10 +116,37 @@ def parse_id_list(text: str, kind: str) -> list[int]:
         elem = raw.strip()
         if elem == "":
             raise BadRequest(f"{kind}_ids contains an empty {kind.upper()} index")
-        if not elem.isascii() or not elem.isdigit():
+        index = parse_index(elem)
+        if index is None:
             raise BadRequest(f"Invalid {kind.upper()} index: {elem}")
-        ids.add(int(elem))
+        ids.add(index)
     return sorted(ids)
+
+
+@dataclass(frozen=True)
+class OversizedIndex:
+    """ASCII digits in a legacy path that do not fit a u32 (answered 400 by the route)."""
+
+    text: str
+
+
+class IndexConverter(falcon.routing.BaseConverter):
+    """`{gpu_id:index}` in a legacy path: ASCII digits only, so `-1` (as ever), `+2`, `0_1`
+    or another script's digits are no route (404); digits past a u32 are matched but never
+    reach int() (the route answers `Invalid GPU index: ...`, as the query API does)."""
+
+    def convert(self, value: str) -> int | OversizedIndex | None:
+        if not value or not is_ascii_digits(value):
+            return None
+        index = u32_value(value)
+        return OversizedIndex(value) if index is None else index
+
+
+def path_index(value: int | OversizedIndex, kind: str) -> int:
+    """The index a route got from IndexConverter; 400 for one past a u32."""
+    if isinstance(value, OversizedIndex):
+        raise BadRequest(f"Invalid {kind.upper()} index: {value.text}")
+    return value
 
 
 # --- legacy JSON bodies (serde_json wording) ---------------------------------------
@@ -114,14 +172,44 @@ def _describe(value: object) -> str:
     return "a sequence" if isinstance(value, list) else "a map"
 
 
+def _json_int(text: str) -> int | float:
+    # A number too long for any u32 field is kept as a float (inf if huge): it is then
+    # refused as "invalid type", as serde_json refuses a number it reads as f64.
+    return int(text) if len(text) <= 2 * U32_DIGITS else float(text)
+
+
+def _too_deep(text: str) -> bool:
+    """More than MAX_JSON_DEPTH nested arrays/objects (brackets in strings count too:
+    an over-estimate that only ever refuses bodies no client sends)."""
+    depth = 0
+    for char in text:
+        if char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
+
+def _load_json(raw: bytes) -> object:
+    try:
+        text = raw.decode("utf-8") if raw else ""
+    except UnicodeDecodeError as exc:
+        raise _jerr(f"expected value ({exc})") from None
+    if ("[" in text or "{" in text) and _too_deep(text):
+        raise _jerr("recursion limit exceeded")
+    try:
+        return json.loads(text, parse_int=_json_int)
+    except ValueError as exc:
+        raise _jerr(f"expected value ({exc})") from None
+    except RecursionError:  # belt and braces: the depth check above should catch it
+        raise _jerr("recursion limit exceeded") from None
+
+
 def parse_json_body(raw: bytes, fields: dict[str, type]) -> dict[str, object]:
     """Every field required, unknown fields ignored, types strict (no coercion)."""
-    try:
-        data = json.loads(raw.decode("utf-8") if raw else "")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _jerr(f"expected value ({exc})") from None
-    except RecursionError:  # deeply nested input is bad input, not a daemon failure
-        raise _jerr("recursion limit exceeded") from None
+    data = _load_json(raw)
     if not isinstance(data, dict):
         raise _jerr(f"invalid type: {_describe(data)}, expected a struct")
     out: dict[str, object] = {}

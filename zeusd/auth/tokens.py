@@ -1,23 +1,40 @@
-"""HS256 JSON Web Tokens with the standard library only.
+"""HS256 JSON Web Tokens, verified by PyJWT before anything in them is trusted.
 
 Upstream's rules: HS256 only; key = the raw bytes of the key file; claims
 `sub` (string), `scopes` (API group names; an unknown name invalidates the
-token), optional `exp` checked with 60 s leeway; no iss/aud/nbf.
+token), optional `exp` checked with 60 s leeway; no iss/aud/nbf/iat checks.
+
+Order matters for a daemon that anyone may send a token to: the token's size
+and its header's size are bounded first, PyJWT's JWS layer then checks the
+algorithm and the signature, and only a payload that carries our signature is
+parsed as JSON. An attacker's payload is never decoded.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass
+
+import jwt
 
 from ..operations import API_GROUPS
 
 LEEWAY_S = 60
+ALGORITHM = "HS256"
+# A token zeusd issues is ~200 bytes and its header segment 36; anything far larger is
+# not ours. The header is parsed (by PyJWT) before the signature can be checked, so
+# its size also bounds how deeply it can nest.
+MAX_TOKEN_CHARS = 8192
+MAX_HEADER_CHARS = 512
+_JWS = jwt.PyJWS(algorithms=[ALGORITHM])
+
+# Upstream accepts a key file of any length, and so do we. Newer PyJWT warns about keys
+# under 32 bytes on every use; the warning says nothing a request could act on.
+if hasattr(jwt, "warnings") and hasattr(jwt.warnings, "InsecureKeyLengthWarning"):
+    warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
 
 
 class TokenError(Exception):
@@ -42,16 +59,6 @@ class Claims:
         return out
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
-        raise TokenError("InvalidToken")
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def issue(key: bytes, sub: str, scopes: list[str], expires_in_s: int | None) -> str:
     for scope in scopes:
         if scope not in API_GROUPS:
@@ -59,29 +66,34 @@ def issue(key: bytes, sub: str, scopes: list[str], expires_in_s: int | None) -> 
     claims: dict = {"sub": sub, "scopes": list(scopes)}
     if expires_in_s is not None:
         claims["exp"] = int(time.time()) + expires_in_s
-    header = _b64(json.dumps({"typ": "JWT", "alg": "HS256"}, separators=(",", ":")).encode())
-    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = f"{header}.{payload}".encode("ascii")
-    signature = _b64(hmac.new(key, signing_input, hashlib.sha256).digest())
-    return f"{header}.{payload}.{signature}"
+    try:
+        return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": "JWT"})
+    except jwt.PyJWTError as exc:  # e.g. a PEM key file: PyJWT refuses it for HMAC
+        raise ValueError(f"cannot sign with this key: {exc}") from None
 
 
 def decode(key: bytes, token: str, now_s: float | None = None) -> Claims:
-    parts = token.split(".")
-    if len(parts) != 3:
+    payload = _verified_payload(key, token)
+    try:
+        claims = json.loads(payload)
+    except (ValueError, RecursionError):
+        raise TokenError("JSON error: expected a map of claims") from None
+    return _claims(claims, time.time() if now_s is None else now_s)
+
+
+def _verified_payload(key: bytes, token: str) -> bytes:
+    """The payload bytes, once the algorithm and signature are checked; not parsed."""
+    if len(token) > MAX_TOKEN_CHARS or len(token.partition(".")[0]) > MAX_HEADER_CHARS:
         raise TokenError("InvalidToken")
     try:
-        header = json.loads(_unb64(parts[0]))
-        payload = json.loads(_unb64(parts[1]))
-        signature = _unb64(parts[2])
-    except (ValueError, TypeError):
+        return _JWS.decode(token, key, algorithms=[ALGORITHM])
+    except jwt.InvalidAlgorithmError:
+        raise TokenError("InvalidAlgorithm") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("InvalidSignature") from None
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
+        # Malformed segments, base64 or header JSON; a key PyJWT refuses to use.
         raise TokenError("InvalidToken") from None
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise TokenError("InvalidAlgorithm")
-    expected = hmac.new(key, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(expected, signature):
-        raise TokenError("InvalidSignature")
-    return _claims(payload, time.time() if now_s is None else now_s)
 
 
 def _claims(payload: object, now_s: float) -> Claims:
@@ -107,7 +119,7 @@ def parse_duration_s(text: str) -> int | None:
     """`1h`, `7d`, `30d`, `90m`, `never` -> seconds (None = never expires)."""
     if text == "never":
         return None
-    match = re.fullmatch(r"(\d+)([smhd])", text)
+    match = re.fullmatch(r"(\d{1,9})([smhd])", text)
     if not match:
         raise ValueError(f"invalid duration '{text}' (use e.g. 1h, 7d, 30d or never)")
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]

@@ -20,12 +20,15 @@ from zeusd.identity import Caller
 from zeusd.operations import GpuChange
 from zeusd.policy.decide import who
 from zeusd.policy.describe import describe_policy
+from zeusd.policy.fields import MAX_ID, MAX_U32
 from zeusd.policy.load import DEFAULT_POLICY_PATH, load_policy
 from zeusd.policy.model import READ_GROUPS, PolicyError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-_POWER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(w|mw)\s*$", re.IGNORECASE)
-_CLOCKS = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*(mhz)?\s*$", re.IGNORECASE)
+# Bounded digit counts: the numbers are then within what int() and Decimal read exactly.
+_POWER = re.compile(r"^\s*([0-9]{1,13}(?:\.[0-9]{1,13})?)\s*(w|mw)\s*$", re.IGNORECASE)
+_CLOCKS = re.compile(r"^\s*([0-9]{1,10})\s*-\s*([0-9]{1,10})\s*(mhz)?\s*$", re.IGNORECASE)
+_ID = re.compile(r"^[0-9]{1,10}$")
 _SWITCH = {"on": True, "true": True, "enabled": True, "off": False, "false": False,
            "disabled": False}
 _VALUE_OPERATIONS = (ops.SET_POWER_LIMIT, ops.SET_PERSISTENCE_MODE, ops.SET_GPU_LOCKED_CLOCKS,
@@ -143,14 +146,27 @@ def _report(decision, caller, subject: str, target: str, policy) -> int:
         print(f"warning: {warning}")
     if not decision.allowed:
         print(f"deny (rule '{decision.rule}'): {decision.message}")
+        _note_everyone(caller, policy)
         return EXIT_FAIL
     undo = ("marked restore_on_exit (not enforced yet: no leases in this release, they are "
             "kept)" if decision.restore_on_exit else "kept after the caller exits")
     rule = "root may always act" if decision.rule == "root" else f"rule '{decision.rule}'"
     print(f"allow ({rule}): {who(caller)} may {subject} on {target}")
+    _note_everyone(caller, policy)
     if subject.startswith("set_") or subject.startswith("reset_"):
         print(f"changes are {undo}")
     return EXIT_OK
+
+
+def _note_everyone(caller: Caller, policy) -> None:
+    """Say why an `everyone` rule did not apply to an anonymous TCP caller."""
+    if not caller.is_anonymous:
+        return
+    for rule in policy.rules:
+        if rule.subjects.everyone and not rule.subjects.anonymous:
+            print(f"note: rule '{rule.name}' (everyone = true) does not match anonymous TCP "
+                  f"callers: everyone means identified callers (Unix peers, valid tokens); "
+                  f"name anonymous callers with anonymous = true")
 
 
 def _caller(args) -> Caller:
@@ -165,18 +181,29 @@ def _caller(args) -> Caller:
 
 def _user(text: str) -> tuple[int, int | None, tuple[int, ...]]:
     """uid, primary gid and groups of a user name or uid, from the user database."""
+    numeric = _numeric_id(text, "uid")
     try:
-        entry = pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+        entry = pwd.getpwuid(numeric) if numeric is not None else pwd.getpwnam(text)
     except KeyError:
-        if text.isdigit():
-            return int(text), None, ()
+        if numeric is not None:
+            return numeric, None, ()
         raise UsageError(f"unknown user {text!r}") from None
     return entry.pw_uid, entry.pw_gid, tuple(os.getgrouplist(entry.pw_name, entry.pw_gid))
 
 
+def _numeric_id(text: str, what: str) -> int | None:
+    """A uid/gid written as a number (ASCII digits), or None for a name."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    if not _ID.match(text) or int(text) > MAX_ID:
+        raise UsageError(f"{what} {text[:20]!r} is out of range (0-{MAX_ID})")
+    return int(text)
+
+
 def _group_id(text: str) -> int:
-    if text.isdigit():
-        return int(text)
+    numeric = _numeric_id(text, "gid")
+    if numeric is not None:
+        return numeric
     try:
         return grp.getgrnam(text).gr_gid
     except KeyError:
@@ -212,6 +239,8 @@ def parse_power_mw(text: str) -> int:
     milliwatts = number * 1000 if match.group(2).lower() == "w" else number
     if milliwatts != milliwatts.to_integral_value():
         raise UsageError(f"power {text!r} is not a whole number of milliwatts")
+    if milliwatts > MAX_U32:
+        raise UsageError(f"power {text!r} is out of range (at most {MAX_U32} mW)")
     return int(milliwatts)
 
 
@@ -220,4 +249,7 @@ def parse_clocks_mhz(text: str) -> tuple[int, int]:
     match = _CLOCKS.match(text)
     if not match:
         raise UsageError(f"clocks {text!r}: write them as MIN-MAX, e.g. 1200-1800MHz")
-    return int(match.group(1)), int(match.group(2))
+    low, high = int(match.group(1)), int(match.group(2))
+    if max(low, high) > MAX_U32:
+        raise UsageError(f"clocks {text!r} are out of range (0-{MAX_U32} MHz)")
+    return low, high

@@ -60,7 +60,7 @@ def describe_who(rule: Rule) -> str:
     who = rule.subjects
     parts = []
     if who.everyone:
-        parts.append("everyone")
+        parts.append("every identified caller (Unix peers, valid tokens; not anonymous TCP)")
     if who.user_labels:
         parts.append("users " + ", ".join(who.user_labels))
     if who.group_labels:

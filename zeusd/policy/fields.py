@@ -12,7 +12,7 @@ from decimal import Decimal
 from zeusd.policy.model import OPERATION_NAMES, OPERATION_SHORTHANDS, Range
 
 MAX_U32 = 2**32 - 1
-_MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no id" to the kernel
 
 
 class FieldError(ValueError):
@@ -62,8 +62,8 @@ def id_list(value: object, what: str) -> list[str | int]:
                                               for v in value):
         raise FieldError(f"must be a list of {what} names or numeric ids, found {found(value)}")
     for entry in value:
-        if is_int(entry) and not 0 <= entry <= _MAX_ID:
-            raise FieldError(f"{entry} is not a valid numeric id (0-{_MAX_ID})")
+        if is_int(entry) and not 0 <= entry <= MAX_ID:
+            raise FieldError(f"{entry} is not a valid numeric id (0-{MAX_ID})")
     return value
 
 
@@ -91,7 +91,8 @@ def gpus(value: object) -> frozenset[int] | None:
     """"all" -> None, or a non-empty list of distinct GPU indices."""
     if value == "all":
         return None
-    if not isinstance(value, list) or not value or not all(is_int(v) and v >= 0 for v in value):
+    if not isinstance(value, list) or not value or not all(is_int(v) and 0 <= v <= MAX_U32
+                                                           for v in value):
         raise FieldError(f'must be "all" or a non-empty list of GPU indices, found {found(value)}')
     if len(set(value)) != len(value):
         raise FieldError(f"lists a GPU index twice: {_toml_text(value)}")
@@ -134,11 +135,23 @@ def _pair(value: object, unit: str) -> tuple:
 
 
 def _watts_to_mw(watts: int | Decimal) -> int:
-    milliwatts = Decimal(watts) * 1000
-    if milliwatts != milliwatts.to_integral_value():
+    """Exact, without Decimal arithmetic: its context would round 1e-999999999 W to 0 mW
+    and overflow on 1e999999 W. Comparisons are exact; the digits are then shifted."""
+    if isinstance(watts, Decimal) and not watts.is_finite():
+        raise FieldError(f"{watts} W is not a finite number of watts")
+    if not 0 <= watts <= Decimal(MAX_U32) / 1000:
+        raise FieldError(f"{watts} W is out of bounds (0 to {MAX_U32} mW)")
+    _, digits, exponent = Decimal(watts).as_tuple()
+    value = int("".join(map(str, digits)))
+    if value == 0:
+        return 0
+    shift = exponent + 3  # watts -> milliwatts
+    if shift >= 0:
+        return value * 10**shift  # bounded: watts <= 4294967.295 was checked
+    if -shift > len(digits) or value % 10**-shift:
         raise FieldError(f"{watts} W is not a whole number of milliwatts "
                          f"(at most 3 decimals, e.g. 250.5)")
-    return int(milliwatts)
+    return value // 10**-shift
 
 
 def _ordered(low: int, high: int, low_shown, high_shown, unit: str, api_unit: str) -> Range:

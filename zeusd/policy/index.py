@@ -38,6 +38,8 @@ class RuleIndex:
 
     def candidates(self, caller) -> list[int]:
         """Positions of the rules whose subjects match ``caller``, ascending."""
+        if caller.is_anonymous:  # `everyone` means identified callers only
+            return list(self.anonymous)
         found = set(self.everyone)
         if caller.transport == "unix":
             found.update(self.by_uid.get(caller.uid, ()))
@@ -46,8 +48,6 @@ class RuleIndex:
                 found.update(by_gid.get(caller.gid, ()))
                 for gid in caller.groups:
                     found.update(by_gid.get(gid, ()))
-        elif caller.token_subject is None:
-            found.update(self.anonymous)
         else:
             found.update(self.by_token.get(caller.token_subject, ()))
         return sorted(found)

@@ -1,7 +1,8 @@
 """Read the policy file as hostile input: check the open descriptor, then parse.
 
 Stages (each failure names the file and what to do):
-1. open without following a symlink, never blocking on a FIFO;
+1. walk from / through directories only root can change (trust.py), then open
+   without following a symlink, never blocking on a FIFO;
 2. fstat the open descriptor: regular file, owned by root, not group/world-writable;
 3. read at most MAX_POLICY_BYTES, decode UTF-8, parse TOML (parse.py does the rest).
 """
@@ -12,12 +13,12 @@ import errno
 import hashlib
 import logging
 import os
-import pwd
 import stat
 
 from zeusd.policy.decide import Policy
 from zeusd.policy.model import READ_GROUPS, Grant, PolicyError
 from zeusd.policy.parse import parse_policy
+from zeusd.policy.trust import open_trusted, user_text
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def load_policy(path: str, *, check_owner: bool = True, missing_ok: bool = True)
     data = read_policy_bytes(path, check_owner=check_owner)
     if data is None:
         if not missing_ok:
-            raise PolicyError(f"{path}: no such file")
+            raise PolicyError(f"{path}: no such file (moved or deleted?)")
         log.warning("%s does not exist: using the built-in policy (everybody may read, "
                     "only root may change settings)", path)
         return builtin_policy(path)
@@ -68,11 +69,11 @@ def load_policy(path: str, *, check_owner: bool = True, missing_ok: bool = True)
 def read_policy_bytes(path: str, *, check_owner: bool = True) -> bytes | None:
     """The file's bytes after the descriptor checks, or None if it does not exist."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError:
-        return None
+        fd = open_trusted(path, _OPEN_FLAGS, check_owner=check_owner)
     except OSError as error:
         raise _open_error(path, error) from None
+    if fd is None:
+        return None
     try:
         check_descriptor(fd, path, check_owner=check_owner)
         return _read_limited(fd, path)
@@ -97,7 +98,7 @@ def check_descriptor(fd: int, path: str, *, check_owner: bool = True) -> None:
     # The daemon's own user is accepted too: a file it could write itself grants it
     # nothing new (this is what lets an unprivileged `make demo` read its policy).
     if check_owner and info.st_uid not in (0, os.geteuid()):
-        raise PolicyError(f"{path}: refused: it is owned by {_user_text(info.st_uid)}, not root "
+        raise PolicyError(f"{path}: refused: it is owned by {user_text(info.st_uid)}, not root "
                           f"(fix: chown root:root {path})")
     writable = [who for bit, who in ((stat.S_IWGRP, "group"), (stat.S_IWOTH, "world"))
                 if info.st_mode & bit]
@@ -106,13 +107,6 @@ def check_descriptor(fd: int, path: str, *, check_owner: bool = True) -> None:
         raise PolicyError(f"{path}: refused: it is {'- and '.join(writable)}-writable "
                           f"(mode {mode:04o}); only root may be able to change it "
                           f"(fix: chmod go-w {path})")
-
-
-def _user_text(uid: int) -> str:
-    try:
-        return f"uid {uid} ({pwd.getpwuid(uid).pw_name})"
-    except KeyError:
-        return f"uid {uid}"
 
 
 def _read_limited(fd: int, path: str) -> bytes:

@@ -68,18 +68,22 @@ class Subjects:
     group_labels: tuple[str, ...] = ()
 
     def match(self, caller) -> bool:
-        """True if this caller is one of the subjects (caller is known)."""
-        if self.everyone:
-            return True
+        """True if this caller is one of the subjects (caller is known).
+
+        ``everyone`` means every *identified* caller: a Unix peer or the holder of a
+        valid token. An anonymous TCP caller is nobody in particular, so only
+        ``anonymous = true`` names it (a TCP listener must never widen a rule
+        written for the local users).
+        """
         if caller.transport == "unix":
-            if caller.uid in self.uids:
+            if self.everyone or caller.uid in self.uids:
                 return True
             if not self.gids:
                 return False
             return caller.gid in self.gids or not self.gids.isdisjoint(caller.groups)
         if caller.token_subject is None:
             return self.anonymous
-        return caller.token_subject in self.token_subjects
+        return self.everyone or caller.token_subject in self.token_subjects
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from zeusd.policy.decide import Policy
 from zeusd.policy.fields import FieldError
 from zeusd.policy.locate import index_lines
 from zeusd.policy.model import READ_GROUPS, Grant, PolicyError, Rule, Subjects
+from zeusd.policy.scan import lexical_problem
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ def _decode(data: bytes, source: str) -> tuple[dict, _Context]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise PolicyError(f"{source}: not UTF-8 text (bad byte at offset {error.start})") from None
+    problem = lexical_problem(text)
+    if problem is not None:
+        raise PolicyError(f"{source}:{problem[0]}: refused: {problem[1]}")
     try:
         document = tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as error:

@@ -40,7 +40,10 @@ class PolicyStore:
         """Load the file again; on success swap it in, on failure keep the old one."""
         with self._reload_lock:
             try:
-                policy = load_policy(self._path, check_owner=self._check_owner)
+                # A file that vanished is an error, never a silent switch to the
+                # built-in policy: the built-in one applies only when absent at start.
+                policy = load_policy(self._path, check_owner=self._check_owner,
+                                     missing_ok=False)
             except PolicyError as error:
                 self._reject(error)
                 return False
