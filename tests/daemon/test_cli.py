@@ -76,7 +76,7 @@ def test_serve_help_lists_the_serve_flags():
     (("--max-queue-per-gpu", "lots"), "--max-queue-per-gpu"),
     (("--gpu-backend", "cuda"), "invalid choice: 'cuda'"),
     (("--cpu-backend", "msr"), "invalid choice: 'msr'"),
-    (("--simulated-cpus", "0"), "must be positive, got 0"),
+    (("--simulated-cpus", "0"), "must be a whole number 1-256, got '0'"),
     (("--frobnicate",), "unrecognized arguments: --frobnicate"),
 ])
 @pytest.mark.parametrize("serve", [True, False], ids=["serve", "flags-only"])
