@@ -157,7 +157,7 @@ def golden() -> dict[str, list[str]]:
     for line in GOLDEN.read_text(encoding="utf-8").splitlines():
         if line.startswith("## "):
             current = sections.setdefault(line[3:], [])
-        elif line:
+        elif line and not line.startswith("# "):
             current.append(ast.literal_eval(line))
     return sections
 
