@@ -6,8 +6,15 @@ Repeated denials of one kind are coalesced into counted records (audit_flood.py)
 so that a denial flood cannot make journald drop records; every record carries
 ``ZEUSD_COUNT``, the number of decisions it stands for.
 The journal is spoken to through its native datagram protocol, so no
-systemd-python is needed. Recording never raises into the request: a broken
-journal falls back to the stream, a broken stream is given up on.
+systemd-python is needed (ours is also the faster: bench/bench_audit.py). Recording
+never raises into the request: a broken journal falls back to the stream, a broken
+stream is given up on.
+
+Cost: an allowed change, the record of every write, is assembled from a template
+per (caller, GPU, operation, rule, policy), already encoded for the journal and
+for a stream line, so only the values, the outcome and the message are encoded
+per record. Records are written without a lock: one datagram per record is atomic
+on the journal's socket, one ``os.write`` of one line on a stream's descriptor.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import re
 import socket
 import struct
 import sys
-import threading
 
 from .audit_flood import DenialCoalescer
 
@@ -31,32 +37,33 @@ _UNIT_SUFFIXES = (".service", ".scope")
 _LINE_SKIP = frozenset(("PRIORITY", "SYSLOG_IDENTIFIER", "OBJECT_PID"))
 _LINE_NAMES: dict[str, str] = {}  # journal field name -> its name on a stream line
 _CGROUP_CACHE_SIZE = 4096
+_TEMPLATE_CACHE_SIZE = 4096
 _MISSING = object()
 
 
 def encode_journal(fields: dict[str, str]) -> bytes:
     """The native journal protocol: KEY=value lines; values with newlines length-prefixed."""
-    out = bytearray()
-    for key, value in fields.items():
+    return b"".join([_journal_field(key, value) for key, value in fields.items()])
+
+
+def _journal_field(key: str, value: str) -> bytes:
+    if "\n" in value:  # the binary-safe form: KEY\n, 64-bit little-endian length, data\n
         data = value.encode("utf-8", "replace")
-        if b"\n" in data:
-            out += key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
-        else:
-            out += key.encode() + b"=" + data + b"\n"
-    return bytes(out)
+        return key.encode() + b"\n" + struct.pack("<Q", len(data)) + data + b"\n"
+    return f"{key}={value}\n".encode("utf-8", "replace")
 
 
 def format_line(fields: dict[str, str]) -> str:
     """One line of key=value pairs; values quoted (JSON style) unless plain."""
-    parts = []
-    for key, value in fields.items():
-        if key in _LINE_SKIP:
-            continue
-        name = _LINE_NAMES.get(key)
-        if name is None:
-            name = _LINE_NAMES.setdefault(key, key.removeprefix("ZEUSD_").lower())
-        parts.append(f"{name}={_quote(value)}")
-    return "zeusd-audit: " + " ".join(parts)
+    return "zeusd-audit: " + " ".join([_line_field(key, value) for key, value in fields.items()
+                                       if key not in _LINE_SKIP])
+
+
+def _line_field(key: str, value: str) -> str:
+    name = _LINE_NAMES.get(key)
+    if name is None:
+        name = _LINE_NAMES.setdefault(key, key.removeprefix("ZEUSD_").lower())
+    return f"{name}={_quote(value)}"
 
 
 def _quote(value: str) -> str:
@@ -104,7 +111,28 @@ class JournalSender:
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
     def send(self, fields: dict[str, str]) -> None:
-        self._socket.sendto(encode_journal(fields), self.path)
+        self.send_bytes(encode_journal(fields))
+
+    def send_bytes(self, datagram: bytes) -> None:
+        """One datagram is one whole record: concurrent senders need no lock."""
+        self._socket.sendto(datagram, self.path)
+
+
+class _ChangeTemplate:
+    """The parts of an allowed change's record that are the same for every value written,
+    encoded once for the journal and for a stream line (see _change_record)."""
+
+    __slots__ = ("journal_head", "journal_tail", "line_head", "line_tail", "message_head",
+                 "message_tail")
+
+    def __init__(self, head: dict[str, str], tail: dict[str, str], message_head: str,
+                 message_tail: str) -> None:
+        self.journal_head = encode_journal(head)
+        self.journal_tail = encode_journal(tail)
+        self.line_head = format_line(head) + " "
+        self.line_tail = " " + format_line(tail).removeprefix("zeusd-audit: ")
+        self.message_head = message_head
+        self.message_tail = message_tail
 
 
 class Auditor:
@@ -122,7 +150,7 @@ class Auditor:
         self._stream = stream
         self._proc_root = proc_root
         self._cgroups: dict = {}
-        self._lock = threading.Lock()
+        self._templates: dict = {}
         self._journal_failed = False
         self._coalescer = coalescer if coalescer is not None else DenialCoalescer(self._write)
 
@@ -138,6 +166,10 @@ class Auditor:
                old_value: str | None, outcome: str) -> None:
         """Record one change decision on one GPU and what came of it."""
         try:
+            if decision.allowed:  # never coalesced: straight from its template
+                self._write_change(caller, change, gpu_uuid, decision, policy_hash,
+                                   old_value, outcome)
+                return
             self._emit(self._change_fields(caller, change, gpu_uuid, decision, policy_hash,
                                            old_value, outcome))
         except Exception:  # noqa: BLE001 - auditing must never break a request
@@ -182,15 +214,59 @@ class Auditor:
         priority = PRIORITY_INFO if allowed and not failed else PRIORITY_WARNING
         fields = self._base(_change_message(caller, change, gpu_uuid, decision, old_value,
                                             outcome), priority, "change")
-        fields.update(ZEUSD_DECISION="allow" if allowed else "deny", ZEUSD_RULE=decision.rule,
-                      ZEUSD_OPERATION=change.operation, ZEUSD_GPU_INDEX=str(change.gpu_index),
-                      ZEUSD_GPU_UUID=gpu_uuid)
+        fields.update(_change_head(change, gpu_uuid, decision))
         if old_value is not None:
             fields["ZEUSD_OLD_VALUE"] = old_value
-        fields.update(ZEUSD_NEW_VALUE=change.value_text(), ZEUSD_OUTCOME=outcome,
-                      ZEUSD_POLICY_HASH=policy_hash,
-                      ZEUSD_RESTORE_ON_EXIT="true" if decision.restore_on_exit else "false")
-        return {**fields, **self._caller_fields(caller)}
+        fields.update(ZEUSD_NEW_VALUE=change.value_text(), ZEUSD_OUTCOME=outcome)
+        return {**fields, **self._change_tail(caller, decision, policy_hash)}
+
+    def _change_tail(self, caller, decision, policy_hash) -> dict[str, str]:
+        return {"ZEUSD_POLICY_HASH": policy_hash,
+                "ZEUSD_RESTORE_ON_EXIT": "true" if decision.restore_on_exit else "false",
+                **self._caller_fields(caller)}
+
+    def _change_template(self, caller, change, gpu_uuid, decision,
+                         policy_hash) -> _ChangeTemplate:
+        """The cached template of an allowed change; the key holds all that goes into it
+        (the caller's cgroup is cached per process by _cgroup_of the same way)."""
+        key = (caller, caller.error, change.operation, change.gpu_index, gpu_uuid,
+               decision.rule, decision.restore_on_exit, policy_hash)
+        template = self._templates.get(key)
+        if template is None:
+            template = _ChangeTemplate(
+                {"SYSLOG_IDENTIFIER": "zeusd", "ZEUSD_EVENT": "change",
+                 **_change_head(change, gpu_uuid, decision)},
+                {**self._change_tail(caller, decision, policy_hash), "ZEUSD_COUNT": "1"},
+                f"{caller.describe()} {change.operation} on GPU {change.gpu_index} "
+                f"({gpu_uuid}): ", f", allowed by rule '{decision.rule}', ")
+            if caller.start_time_ticks is not None or caller.transport != "unix":
+                if len(self._templates) >= _TEMPLATE_CACHE_SIZE:
+                    self._templates.clear()
+                self._templates[key] = template
+        return template
+
+    def _write_change(self, caller, change, gpu_uuid, decision, policy_hash, old_value,
+                      outcome) -> None:
+        """An allowed change's record, byte for byte what _change_fields + _write make."""
+        template = self._change_template(caller, change, gpu_uuid, decision, policy_hash)
+        new_value = change.value_text()
+        message = (f"{template.message_head}{'?' if old_value is None else old_value} -> "
+                   f"{new_value}{template.message_tail}{outcome}")
+        failed = outcome.startswith(("failed", "dropped"))
+        priority = "4" if failed else "6"
+        if self.uses_journal:
+            datagram = b"".join((
+                _journal_field("MESSAGE", message), b"PRIORITY=", priority.encode(), b"\n",
+                template.journal_head,
+                b"" if old_value is None else _journal_field("ZEUSD_OLD_VALUE", old_value),
+                _journal_field("ZEUSD_NEW_VALUE", new_value),
+                _journal_field("ZEUSD_OUTCOME", outcome), template.journal_tail))
+            if self._send(datagram):
+                return
+        old = "" if old_value is None else f"old_value={_quote(old_value)} "
+        self._write_text(f"{template.line_head}{old}new_value={_quote(new_value)} "
+                         f"outcome={_quote(outcome)}{template.line_tail} "
+                         f"message={_quote(message)}\n")
 
     def _caller_fields(self, caller) -> dict[str, str]:
         fields = {"ZEUSD_CALLER_TRANSPORT": caller.transport}
@@ -232,29 +308,54 @@ class Auditor:
         self._write({**fields, "ZEUSD_COUNT": "1"} if "ZEUSD_DECISION" in fields else fields)
 
     def _write(self, fields: dict[str, str]) -> None:
-        if self._journal is not None:
-            try:
-                self._journal.send(fields)
-                self._journal_failed = False
-                return
-            except OSError as error:
-                # Keep trying the journal (it may be restarting); say so once per outage.
-                if not self._journal_failed:
-                    self._journal_failed = True
-                    self._write_line({"ZEUSD_EVENT": "audit", "MESSAGE": f"journal unavailable "
-                                      f"({error}); audit records follow on this stream"})
+        if self._journal is not None and self._send(encode_journal(fields)):
+            return
         self._write_line(fields)
+
+    def _send(self, datagram: bytes) -> bool:
+        """True if the journal took the record; False: write it to the stream instead."""
+        try:
+            self._journal.send_bytes(datagram)
+            self._journal_failed = False
+            return True
+        except OSError as error:
+            # Keep trying the journal (it may be restarting); say so once per outage.
+            if not self._journal_failed:
+                self._journal_failed = True
+                self._write_line({"ZEUSD_EVENT": "audit", "MESSAGE": f"journal unavailable "
+                                  f"({error}); audit records follow on this stream"})
+            return False
 
     def _write_line(self, fields: dict[str, str]) -> None:
         line = format_line({**{k: v for k, v in fields.items() if k != "MESSAGE"},
                             "MESSAGE": fields.get("MESSAGE", "")})
-        with self._lock:
-            stream = self._stream if self._stream is not None else sys.stderr
+        self._write_text(line + "\n")
+
+    def _write_text(self, text: str) -> None:
+        """One line in one os.write where the stream has a descriptor (lines from
+        concurrent requests never interleave, and no lock convoys them)."""
+        stream = self._stream if self._stream is not None else sys.stderr
+        try:
             try:
-                stream.write(line + "\n")
+                fd = stream.fileno()
+            except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation too
+                stream.write(text)
                 stream.flush()
-            except (OSError, ValueError):
-                pass
+                return
+            _write_all(fd, text.encode("utf-8", "replace"))
+        except (OSError, ValueError):
+            pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:  # a blocking descriptor writes all at once; a short write is resumed
+        data = data[os.write(fd, data):]
+
+
+def _change_head(change, gpu_uuid, decision) -> dict[str, str]:
+    return {"ZEUSD_DECISION": "allow" if decision.allowed else "deny",
+            "ZEUSD_RULE": decision.rule, "ZEUSD_OPERATION": change.operation,
+            "ZEUSD_GPU_INDEX": str(change.gpu_index), "ZEUSD_GPU_UUID": gpu_uuid}
 
 
 def _change_message(caller, change, gpu_uuid, decision, old_value, outcome) -> str:

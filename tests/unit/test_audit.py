@@ -215,3 +215,16 @@ def test_encode_journal_plain_form():
 def test_default_stream_is_stderr_at_write_time(tmp_path, capsys):
     Auditor(journal_socket=str(tmp_path / "absent.sock")).event("hello", event="policy")
     assert capsys.readouterr().err == "zeusd-audit: event=policy message=hello\n"
+
+
+def test_an_allowed_change_falls_back_to_the_same_line_as_without_a_journal(tmp_path, proc_root):
+    """The template path (allowed changes) writes the stream's format when the journal fails."""
+    lines = []
+    for journal in (str(tmp_path / "dead.sock"), None):
+        stream = io.StringIO()
+        auditor = Auditor(use_journal=journal is not None, journal_socket=journal or "x",
+                          stream=stream, proc_root=proc_root)
+        auditor.change(caller=CALLER, change=CHANGE, gpu_uuid="GPU-abc", decision=ALLOW,
+                       policy_hash="f00d", old_value="300000 mW", outcome="applied")
+        lines.append(stream.getvalue().splitlines()[-1])
+    assert lines[0] == lines[1] and lines[0].startswith("zeusd-audit: event=change decision=allow")
