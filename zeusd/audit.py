@@ -108,14 +108,31 @@ class JournalSender:
 
     def __init__(self, path: str = JOURNAL_SOCKET):
         self.path = path
-        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        self._socket = None  # connected on first use: send() is cheaper than sendto()
 
     def send(self, fields: dict[str, str]) -> None:
         self.send_bytes(encode_journal(fields))
 
     def send_bytes(self, datagram: bytes) -> None:
         """One datagram is one whole record: concurrent senders need no lock."""
-        self._socket.sendto(datagram, self.path)
+        sock = self._socket
+        if sock is not None:
+            try:
+                sock.send(datagram)
+                return
+            except OSError:
+                pass  # journald restarted or went away: connect afresh, once
+        self._socket = sock = self._connect()
+        sock.send(datagram)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        return sock  # the one it replaces is left to the GC: another thread may be in send()
 
 
 class _ChangeTemplate:

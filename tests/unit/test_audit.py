@@ -228,3 +228,24 @@ def test_an_allowed_change_falls_back_to_the_same_line_as_without_a_journal(tmp_
                        policy_hash="f00d", old_value="300000 mW", outcome="applied")
         lines.append(stream.getvalue().splitlines()[-1])
     assert lines[0] == lines[1] and lines[0].startswith("zeusd-audit: event=change decision=allow")
+
+
+def test_a_restarted_journal_is_reconnected_without_a_gap(journal):
+    """The sender keeps one connected socket; a journal that comes back at the same path
+    (a new socket) gets the next record, and nothing falls back to the stream."""
+    path, server = journal
+    stream = io.StringIO()
+    auditor = Auditor(use_journal=True, journal_socket=path, stream=stream)
+    auditor.event("first")
+    assert receive(server)["MESSAGE"] == "first"
+    server.close()
+    os.unlink(path)
+    restarted = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    restarted.bind(path)
+    restarted.settimeout(2)
+    try:
+        auditor.event("second")
+        assert receive(restarted)["MESSAGE"] == "second"
+    finally:
+        restarted.close()
+    assert stream.getvalue() == "" and auditor.uses_journal
