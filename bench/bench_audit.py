@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from tests.support.journal import parse_journal  # noqa: E402
 from zeusd import audit  # noqa: E402
 from zeusd.identity import Caller  # noqa: E402
 from zeusd.operations import GpuChange  # noqa: E402
@@ -57,27 +58,6 @@ def old_audit_module():
     return module
 
 
-def parse_native(datagram: bytes) -> dict[bytes, bytes]:
-    """The journal's native protocol, strictly: KEY=value\\n or KEY\\n<u64 le length>data\\n."""
-    fields, rest = {}, datagram
-    while rest:
-        end = rest.index(b"\n")
-        line = rest[:end]
-        if b"=" in line:
-            key, value = line.split(b"=", 1)
-            rest = rest[end + 1:]
-        else:
-            key, (length,) = line, struct.unpack("<Q", rest[end + 1:end + 9])
-            value = rest[end + 9:end + 9 + length]
-            if rest[end + 9 + length:end + 10 + length] != b"\n":
-                raise ValueError("bad binary-safe framing")
-            rest = rest[end + 10 + length:]
-        if not key or not key.replace(b"_", b"").isalnum() or key != key.upper():
-            raise ValueError(f"bad field name {key!r}")
-        fields[key] = value
-    return fields
-
-
 def _drain(path: str, ready, result) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(path)
@@ -91,9 +71,9 @@ def _drain(path: str, ready, result) -> None:
             break
         count += 1
         try:
-            fields = parse_native(datagram)
-            multiline_ok |= fields.get(b"MESSAGE") == MULTILINE.encode()
-        except (ValueError, struct.error):
+            fields = parse_journal(datagram)
+            multiline_ok |= fields.get("MESSAGE") == MULTILINE
+        except (ValueError, struct.error, UnicodeDecodeError):
             bad += 1
     result.put((count, bad, multiline_ok))
 

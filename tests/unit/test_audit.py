@@ -14,31 +14,14 @@ from zeusd.identity import UNKNOWN_UNIX, Caller
 from zeusd.operations import GpuChange
 from zeusd.policy import Decision
 
+from tests.support.journal import parse_journal
+
 CALLER = Caller(transport="unix", pid=4242, uid=1001, gid=1001, groups=(1001, 3000))
 CHANGE = GpuChange("set_power_limit", 0, power_limit_mw=650000)
 DENY = Decision(False, "ml-team", "power_limit_mw 650000 is outside the range 200000-450000 "
                 "that rule 'ml-team' allows uid 1001 on GPU 0", True,
                 {"min_power_limit_mw": 200000, "max_power_limit_mw": 450000})
 ALLOW = Decision(True, "ml-team", "", False)
-
-
-def parse_journal(datagram: bytes) -> dict[str, str]:
-    """Decode the native protocol, including the binary-safe form."""
-    fields, rest = {}, datagram
-    while rest:
-        line_end = rest.index(b"\n")
-        line = rest[:line_end]
-        if b"=" in line:
-            key, value = line.split(b"=", 1)
-            rest = rest[line_end + 1:]
-        else:
-            key = line
-            (length,) = struct.unpack("<Q", rest[line_end + 1:line_end + 9])
-            value = rest[line_end + 9:line_end + 9 + length]
-            assert rest[line_end + 9 + length:line_end + 10 + length] == b"\n"
-            rest = rest[line_end + 10 + length:]
-        fields[key.decode()] = value.decode()
-    return fields
 
 
 @pytest.fixture
