@@ -23,7 +23,8 @@ Behaviour follows NVML, error codes and function names included:
 Tests observe the simulation through a *journal* (one JSON line per setter that
 succeeded: ``{"gpu": 0, "call": "nvmlDeviceSetPowerManagementLimit",
 "args": [250000], "t": 1762000000.1}``; persistence args are ``[true]`` or
-``[false]``, resets ``[]``) and steer it with *faults* (``inject_fault`` or the
+``[false]``, resets ``[]``), count its driver calls with ``call_counts()`` (per
+GPU and NVML function, failed calls included), and steer it with *faults* (``inject_fault`` or the
 spec file's ``faults``): ``error`` raises that NVML error, ``delay_s`` sleeps,
 ``hang`` blocks until ``SimulatedBackend.release_hangs()`` (or ``close()``),
 ``lost`` makes every call on the GPU fail with ``GPU_IS_LOST`` from then on.
@@ -38,6 +39,7 @@ not stop other threads from queueing their own.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
@@ -109,6 +111,7 @@ class SimulatedGpu(GpuDevice):
         self._release = release or threading.Event()
         self._lock = threading.Lock()
         self._faults: list[_ActiveFault] = []
+        self._calls: collections.Counter[str] = collections.Counter()  # NVML function -> calls
         self._lost = False
         self._rng = random.Random(f"{profile.key}:{index}")  # deterministic per GPU
         self._power_limit_mw = profile.default_power_limit_mw
@@ -159,6 +162,11 @@ class SimulatedGpu(GpuDevice):
                 "gpu_locked_clocks_mhz": self._gpu_locked_mhz,
                 "mem_locked_clocks_mhz": self._mem_locked_mhz,
             }
+
+    def call_counts(self) -> dict[str, int]:
+        """How many times each NVML function was called on this GPU (failed calls too)."""
+        with self._lock:
+            return dict(self._calls)
 
     # ----- the GpuDevice interface -----
 
@@ -281,6 +289,7 @@ class SimulatedGpu(GpuDevice):
         """Apply latency and faults for one NVML call; raise its injected error."""
         now = time.monotonic()
         with self._lock:
+            self._calls[call] += 1
             fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)]
             self._lost = self._lost or any(f.lost for f in fired)
             lost = self._lost
