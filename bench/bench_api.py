@@ -10,12 +10,16 @@ median round is printed, with ratios against the bare app measured in the same
 run. With --policy-rules N, the same zeusd process is switched by SIGHUP
 between a one-line policy and one where the caller falls through N rules,
 round by round, so the comparison is not between two processes.
+With --fixture-latency, each simulated NVML call takes as long as it took on a
+real H200 (the p50s of the probe, e.g. 171 µs to read the power limit, 3 ms to
+read the energy counter), so the table shows the cost a real node would see.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -103,13 +107,13 @@ def run_case(address: str, method: str, path: str, clients: int, seconds: float)
 class Zeusd:
     """One zeusd process whose policy file the bench swaps (SIGHUP) between rounds."""
 
-    def __init__(self, tmp: Path, threads: int, env: dict) -> None:
+    def __init__(self, tmp: Path, threads: int, env: dict, gpus: str) -> None:
         self.policy = tmp / "policy.toml"
         self.write_policy(SMALL_POLICY)
         self.socket = str(tmp / "zeusd.sock")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zeusd", "serve", "--gpu-backend", "simulated",
-             "--simulated-gpus", "h200x2", "--socket-path", self.socket,
+             "--simulated-gpus", gpus, "--socket-path", self.socket,
              "--policy", str(self.policy), "--num-workers", str(threads),
              "--enable", "gpu-control,gpu-read", "--log-level", "warning"],
             env=env, stderr=subprocess.DEVNULL)
@@ -136,12 +140,21 @@ class Zeusd:
         raise SystemExit("zeusd did not take the new policy")
 
 
-def start_servers(tmp: Path, threads: int):
+def simulated_gpus(tmp: Path, count: int, fixture_latency: bool) -> str:
+    """The --simulated-gpus value: a spec string, or a spec file that turns latencies on."""
+    if not fixture_latency:
+        return f"h200x{count}"
+    spec = tmp / "gpus.json"
+    spec.write_text(json.dumps({"profile": "h200", "count": count, "latency": "fixture"}))
+    return str(spec)
+
+
+def start_servers(tmp: Path, threads: int, gpus: str):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     bare_socket = str(tmp / "bare.sock")
     bare = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), bare_socket,
                              str(threads)], env=env)
-    zeusd = Zeusd(tmp, threads, env)
+    zeusd = Zeusd(tmp, threads, env, gpus)
     wait_serving(bare_socket, bare)
     wait_serving(zeusd.socket, zeusd.proc)
     return "unix:" + bare_socket, zeusd, [bare, zeusd.proc]
@@ -151,7 +164,8 @@ def measure(args) -> list:
     big_policy = policy_text(args.policy_rules) if args.policy_rules else None
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # the clients run as nobody
-        bare, zeusd, procs = start_servers(Path(tmp), args.threads)
+        gpus = simulated_gpus(Path(tmp), args.gpus, args.fixture_latency)
+        bare, zeusd, procs = start_servers(Path(tmp), args.threads, gpus)
         try:
             rows = []
             for clients in (int(c) for c in args.clients.split(",")):
@@ -186,7 +200,9 @@ def print_table(rows, args) -> None:
     who = "nobody" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s per case, median round; "
           f"waitress threads {args.threads}; clients run as {who}; zeusd = 1-line policy, "
-          f"zeusd+rules = the same process after SIGHUP to {args.policy_rules} rules")
+          f"zeusd+rules = the same process after SIGHUP to {args.policy_rules} rules; "
+          f"{args.gpus} simulated H200s, fixture latencies "
+          f"{'on' if args.fixture_latency else 'off'}")
     print(f"{'server':<12} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
           f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/1-rule':>11}")
     for clients, results in rows:
@@ -209,6 +225,9 @@ def main() -> None:
     parser.add_argument("--policy-rules", type=int, default=0,
                         help="also measure zeusd after a reload to a policy of N rules that "
                              "the caller falls through (the worst case)")
+    parser.add_argument("--gpus", type=int, default=2, help="simulated H200s")
+    parser.add_argument("--fixture-latency", action="store_true",
+                        help="each NVML call sleeps a real H200's measured p50 latency")
     args = parser.parse_args()
     print_table(measure(args), args)
 
