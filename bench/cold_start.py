@@ -104,6 +104,7 @@ def _child(marks_path: str, argv: list[str]) -> int:
         _time_calls(module, name, mark)
     _time_first_request(mark)
     _time_ready(mark)
+    mark("hooks")  # their imports (app, policy, audit, server) are _serve's otherwise
     return zeusd.cli.main(argv)
 
 
@@ -166,6 +167,7 @@ def phases(connect_at: float, marks: list[tuple[str, float]], done_at: float) ->
     for name, when in marks:
         at.setdefault(name, when)
     steps = [("interpreter start", "interpreter"), ("imports (cli, daemon)", "imports"),
+             ("imports of api.app, policy, audit, server", "hooks"),
              ("argument parsing", "_serve>"), ("imports in _serve", "Auditor>"),
              ("audit setup", "Auditor<"), ("policy load", "PolicyStore<"),
              ("imports in build_state", "_open_gpus>"), ("GPU backend init", "_open_gpus<"),
