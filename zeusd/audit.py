@@ -360,7 +360,7 @@ class Auditor:
                 stream.flush()
                 return
             _write_all(fd, text.encode("utf-8", "replace"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, AttributeError):  # AttributeError: sys.stderr is None
             pass
 
 

@@ -232,3 +232,13 @@ def test_a_restarted_journal_is_reconnected_without_a_gap(journal):
     finally:
         restarted.close()
     assert stream.getvalue() == "" and auditor.uses_journal
+
+
+def test_no_stderr_at_all_is_no_error(monkeypatch, tmp_path):
+    """A daemon started with stderr closed (sys.stderr None) records nothing, raises nothing,
+    including from the denial flusher's path (_write)."""
+    monkeypatch.setattr("sys.stderr", None)
+    auditor = Auditor(journal_socket=str(tmp_path / "absent.sock"))
+    auditor.change(caller=CALLER, change=CHANGE, gpu_uuid="u", decision=ALLOW, policy_hash="h",
+                   old_value=None, outcome="applied")
+    auditor._write({"MESSAGE": "from the flusher"})
