@@ -242,3 +242,50 @@ def test_no_stderr_at_all_is_no_error(monkeypatch, tmp_path):
     auditor.change(caller=CALLER, change=CHANGE, gpu_uuid="u", decision=ALLOW, policy_hash="h",
                    old_value=None, outcome="applied")
     auditor._write({"MESSAGE": "from the flusher"})
+
+
+def test_concurrent_records_stay_whole_without_a_lock(tmp_path, proc_root):
+    """8 threads writing at once: every line on a real file, every datagram on the journal,
+    is one whole record (one os.write / one send each)."""
+    import threading
+
+    log = open(tmp_path / "audit.log", "w+", encoding="utf-8")
+    path = str(tmp_path / "journal.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(path)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    auditors = (Auditor(use_journal=False, stream=log, proc_root=proc_root),
+                Auditor(use_journal=True, journal_socket=path, proc_root=proc_root))
+    received = []
+
+    def drain():
+        while (datagram := server.recv(65536)) != b"STOP":
+            received.append(datagram)
+    reader = threading.Thread(target=drain)
+    reader.start()
+
+    def write(thread: int):
+        for i in range(100):
+            for auditor in auditors:
+                auditor.change(caller=CALLER, change=GpuChange("set_power_limit", thread,
+                                                               power_limit_mw=200000 + i),
+                               gpu_uuid=f"GPU-{thread}", decision=ALLOW, policy_hash="h",
+                               old_value="x\ny" if i % 2 else None, outcome="applied")
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(b"STOP", path)
+    reader.join()
+    log.seek(0)
+    lines = log.read().splitlines()
+    assert len(lines) == 800 and len(received) == 800
+    assert all(line.startswith("zeusd-audit: event=change") and line.endswith(", applied\"")
+               for line in lines)
+    records = [parse_journal(datagram) for datagram in received]
+    assert all(r["ZEUSD_COUNT"] == "1" and r["ZEUSD_OUTCOME"] == "applied" for r in records)
+    assert sorted(r["ZEUSD_NEW_VALUE"] for r in records) == \
+        sorted(f"{200000 + i} mW" for i in range(100) for _ in range(8))
+    server.close()
+    log.close()
