@@ -9,7 +9,7 @@ import time
 import pytest
 
 from zeusd.api.streams import KEEPALIVE, SseStream
-from zeusd.errors import BadRequest, TooManyRequests
+from zeusd.errors import StreamLimit, UnknownDevice
 from zeusd.service.streams import (CpuPowerStep, GpuPowerStep, Poller, StreamHub,
                                    Subscription, build_hub)
 
@@ -130,10 +130,10 @@ def test_hub_checks_ids_and_caps_streams():
     hub = hub_with()
     try:
         assert hub.check_ids("gpu", None) == [0, 1]
-        with pytest.raises(BadRequest, match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
+        with pytest.raises(UnknownDevice, match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
             hub.check_ids("gpu", [0, 4])
         sub = hub.open("gpu", [0])
-        with pytest.raises(TooManyRequests, match=r"Too many open power streams \(1\)"):
+        with pytest.raises(StreamLimit, match=r"Too many open power streams \(1\)"):
             hub.open("gpu", [1])
         hub.close("gpu", [0], sub)
         assert hub.open_count == 0
@@ -152,7 +152,7 @@ def test_one_caller_holds_at_most_its_share_of_streams():
     try:
         assert hub.max_per_caller == 2
         mine = [hub.open("gpu", [0], "uid 1001") for _ in range(2)]
-        with pytest.raises(TooManyRequests, match=r"^Too many open power streams for uid 1001 "
+        with pytest.raises(StreamLimit, match=r"^Too many open power streams for uid 1001 "
                                                   r"\(2, the limit per caller\)"):
             hub.open("gpu", [0], "uid 1001")
         others = [hub.open("gpu", [0], "uid 1002"), hub.open("gpu", [0], None)]  # None: root
