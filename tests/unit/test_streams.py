@@ -85,34 +85,76 @@ def test_cpu_step_without_dram_and_with_a_failing_baseline():
     assert (event["cpu_mw"], event["dram_mw"]) == (50, None)
 
 
+class ManualClock:
+    """The poller's clock, advanced by the test instead of slept through."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._cond = threading.Condition()
+
+    def now(self) -> float:
+        with self._cond:
+            return self._now
+
+    def wait(self, stop: threading.Event, delay_s: float) -> None:
+        with self._cond:
+            until = self._now + delay_s
+            while self._now < until and not stop.is_set():
+                self._cond.wait(0.01)  # real time only to notice stop()
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+
 def test_poller_is_lazy_and_pauses_after_the_last_subscriber():
-    gpu = DummyGpu()
-    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller")
+    gpu, clock = DummyGpu(), ManualClock()
+    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller", clock=clock)
     try:
-        time.sleep(0.1)
-        assert gpu.calls == 0  # nobody subscribed: hardware untouched
+        clock.advance(10.0)
+        assert gpu.calls == 0 and not poller.running  # nobody subscribed: hardware untouched
         sub = Subscription()
         poller.subscribe(sub)
-        assert sub.take(2.0)[0]["power_mw"] == 75_000
-        wait_until(lambda: gpu.calls >= 5)
+        assert sub.take(2.0)[0]["power_mw"] == 75_000  # the first tick comes at once
+        wait_until(lambda: clock.advance(poller.period_s) or gpu.calls >= 5)
         poller.unsubscribe(sub)
-        time.sleep(0.05)  # within a period or so it pauses
+        clock.advance(poller.period_s)
+        wait_until(lambda: not poller.running)  # paused within one period
         calls = gpu.calls
-        time.sleep(0.1)
+        for _ in range(10):
+            clock.advance(1.0)
         assert gpu.calls == calls
     finally:
         poller.stop()
         poller.join(1.0)
 
 
+def test_poller_ticks_once_per_period_of_its_clock():
+    gpu, clock = DummyGpu(), ManualClock()
+    poller = Poller(GpuPowerStep(gpu), hz=4, name="test-poller", clock=clock)  # 0.25 s
+    try:
+        poller.subscribe(Subscription())
+        wait_until(lambda: gpu.calls == 1)
+        clock.advance(0.125)  # (binary fractions: exact sums)
+        clock.advance(0.0625)
+        time.sleep(0.05)  # room for a wrong early tick to show (none may come)
+        assert gpu.calls == 1
+        clock.advance(0.0625)  # one whole period
+        wait_until(lambda: gpu.calls == 2)
+    finally:
+        poller.stop()
+        poller.join(1.0)
+
+
 def test_late_subscriber_gets_the_current_value_at_once():
-    gpu = DummyGpu()  # flat power: upstream would send nothing to a second subscriber
-    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller")
+    gpu, clock = DummyGpu(), ManualClock()  # flat power: upstream would send nothing more
+    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller", clock=clock)
     try:
         first = Subscription()
         poller.subscribe(first)
         assert first.take(2.0)
-        wait_until(lambda: gpu.calls >= 3)
+        wait_until(lambda: clock.advance(poller.period_s) or gpu.calls >= 3)
         second = Subscription()
         poller.subscribe(second)
         assert second.take(0.0)[0]["power_mw"] == 75_000
