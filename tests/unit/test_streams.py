@@ -9,7 +9,8 @@ import time
 import pytest
 
 from zeusd.api.streams import KEEPALIVE, SseStream
-from zeusd.errors import StreamLimit, UnknownDevice
+from zeusd.errors import Internal, PolicyDenied, StreamLimit, UnknownDevice
+from zeusd.identity import Caller
 from zeusd.service.streams import (CpuPowerStep, GpuPowerStep, Poller, StreamHub,
                                    Subscription, build_hub)
 
@@ -255,5 +256,49 @@ def test_empty_id_set_sends_headers_at_once():
         body = SseStream(hub, "gpu", [], hub.open("gpu", []), snapshot=False)
         assert next(body) == KEEPALIVE
         body.close()
+    finally:
+        hub.shutdown()
+
+
+class RecordingGate:
+    def __init__(self, granted=None, error=None) -> None:
+        self.granted, self.error = granted, error
+        self.calls: list[tuple] = []
+
+    def allowed(self, caller, requested, existing, gpu_scoped):
+        self.calls.append((caller, requested, existing, gpu_scoped))
+        if self.error is not None:
+            raise self.error
+        return self.granted if self.granted is not None else existing
+
+
+def test_start_asks_the_kinds_read_gate_and_counts_the_callers_uid():
+    alice = Caller(transport="unix", pid=7, uid=1001, gid=1001)
+    gpu_gate, cpu_gate = RecordingGate(granted=[1]), RecordingGate()
+    hub = build_hub([DummyGpu(i) for i in range(2)], [], 100, 10, num_workers=8,
+                    per_caller=1, gates={"gpu": gpu_gate, "cpu": cpu_gate})
+    try:
+        ids, sub = hub.start(alice, "gpu", None)
+        assert ids == [1] and gpu_gate.calls == [(alice, None, [0, 1], True)]
+        with pytest.raises(StreamLimit, match=r"^Too many open power streams for uid 1001 "):
+            hub.start(alice, "gpu", [0])
+        hub.close("gpu", ids, sub)
+        gpu_gate.error = PolicyDenied("no")
+        with pytest.raises(PolicyDenied):
+            hub.start(alice, "gpu", [0])
+        assert hub.open_count == 0
+        with pytest.raises(UnknownDevice):  # existence before permission, as upstream
+            hub.start(alice, "gpu", [5])
+        assert len(gpu_gate.calls) == 3
+    finally:
+        hub.shutdown()
+
+
+def test_start_without_a_gate_is_refused():
+    hub = hub_with()
+    try:
+        with pytest.raises(Internal, match="no read permission check for gpu streams"):
+            hub.start(Caller(transport="unix", pid=1, uid=5, gid=5), "gpu", None)
+        assert hub.open_count == 0
     finally:
         hub.shutdown()

@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 from ..clock import now_ms
-from ..errors import StreamLimit, UnknownDevice, ZeusdError
+from ..errors import Internal, StreamLimit, UnknownDevice, ZeusdError
 from ..identity import Caller
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,10 @@ class StreamHub:
         be readable; none: every readable one) and its subscription. Close it after."""
         ids = self.check_ids(kind, requested)
         if ids:
-            ids = self.gates[kind].allowed(caller, requested, ids, gpu_scoped=kind == "gpu")
+            gate = self.gates.get(kind)
+            if gate is None:  # fail closed: no stream without a read-permission check
+                raise Internal(f"no read permission check for {kind} streams")
+            ids = gate.allowed(caller, requested, ids, gpu_scoped=kind == "gpu")
         return ids, self.open(kind, ids, _holder(caller))
 
     def open(self, kind: str, ids: list[int], holder: str | None = None) -> Subscription:
