@@ -173,7 +173,8 @@ def test_hub_checks_ids_and_caps_streams():
     hub = hub_with()
     try:
         assert hub.check_ids("gpu", None) == [0, 1]
-        with pytest.raises(UnknownDevice, match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
+        with pytest.raises(UnknownDevice,
+                           match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
             hub.check_ids("gpu", [0, 4])
         sub = hub.open("gpu", [0])
         with pytest.raises(StreamLimit, match=r"Too many open power streams \(1\)"):

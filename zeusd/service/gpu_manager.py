@@ -30,7 +30,7 @@ class Pending:
     ``done`` is a plain lock held until the command ran: the cheapest hand-off
     CPython has (a Future + Queue costs twice as much). ``claim`` decides, once
     and atomically, whether the worker runs the command or a waiter that gave
-    up cancels it: a command answered 504 before it started never runs later.
+    up cancels it: a command that timed out before it started never runs later.
     """
 
     __slots__ = ("job", "name", "done", "claim", "result", "error", "on_error", "on_drop",
@@ -101,7 +101,7 @@ class GpuWorker:
         return pending
 
     def refuse_if_unavailable(self) -> None:
-        """503 for a lost GPU or a stopping daemon, 504 for a hung GPU: at once."""
+        """GpuLost, ShuttingDown or (hung) GpuTimedOut at once, queueing nothing."""
         if self.stopping:
             raise ShuttingDown("zeusd is shutting down; nothing was queued")
         lost = self.device.lost
@@ -116,7 +116,7 @@ class GpuWorker:
         return max(self.last_call_s, self.stuck_for_s()) >= SLOW_CALL_S
 
     def start_waiting(self) -> None:
-        """Count an HTTP thread that will wait on this GPU; 429 at the cap while the GPU is
+        """Count an HTTP thread that will wait on this GPU; GpuBusy at the cap while the GPU is
         slow, so a slow GPU holds at most ``max_waiting`` of the workers and the others stay
         free. A fast GPU is not capped: its waiters are gone within microseconds, and many
         clients polling one GPU at once must not be refused. A burst that came in before
@@ -132,7 +132,7 @@ class GpuWorker:
 
     def evict_if_backed_up(self, pending: Pending) -> None:
         """Called by a waiter every EVICT_CHECK_S: over the cap on a slow GPU, a command that
-        has not started is cancelled and its request answered 429, freeing its worker."""
+        has not started is cancelled and its request refused (GpuBusy), freeing its worker."""
         with self._count_lock:
             over = self._waiting > self.max_waiting and self.is_slow()
             waiting = self._waiting - 1
@@ -147,7 +147,7 @@ class GpuWorker:
         return self._queued
 
     def refuse_if_hung(self) -> None:
-        """504 at once, queueing nothing, while a call (a command's or a stream poll's) has
+        """GpuTimedOut at once, queueing nothing, while a call (a command's or a stream poll's) has
         overrun the limit: waiting behind it would only tie up a thread for another timeout."""
         name, stuck_s = self.longest_call()
         if stuck_s >= self.call_timeout_s:
@@ -284,7 +284,7 @@ class GpuManager:
         return out
 
     def wait(self, index: int, pending: Pending):
-        """The command's result; 504 if the GPU's current call overran the limit, or the
+        """The command's result; GpuTimedOut if the GPU's current call overran the limit, or the
         request's own deadline passed first."""
         worker = self._workers[index]
         check_at = time.monotonic() + self.call_timeout_s
@@ -394,7 +394,7 @@ class GpuManager:
             except BaseException as exc:  # noqa: BLE001 - mapped per GPU
                 errors[i] = device_error(exc)
             finally:
-                pending.free_slot()  # given up on (504): no longer waiting
+                pending.free_slot()  # given up on (timed out): no longer waiting
         return results
 
     def run_one(self, index: int, job: Job, name: str):
@@ -408,7 +408,7 @@ class GpuManager:
                    on_drop=None) -> None:
         """Queue ``job`` on every GPU and return at once (block=false).
 
-        All queues are checked for room first so a flood gets 429 before any is queued.
+        All queues are checked for room first so a flood gets QueueFull before any is queued.
         A later failure is handed to ``on_error(index, exc)`` and counted."""
         indices = list(indices)
         self._check_room(indices)
@@ -422,7 +422,7 @@ class GpuManager:
             self.submit(i, job, name, on_error=failed, on_drop=on_drop)
 
     def _check_room(self, indices: list[int]) -> None:
-        """503/504/429 before anything is queued when any listed GPU is lost, hung or full."""
+        """Refuse before anything is queued when any listed GPU is lost, hung or full."""
         for i in indices:
             self._workers[i].refuse_if_unavailable()
             if not self._workers[i].has_room():

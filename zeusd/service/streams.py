@@ -282,7 +282,7 @@ class StreamHub:
         return ids, self.open(kind, ids, _holder(caller))
 
     def open(self, kind: str, ids: list[int], holder: str | None = None) -> Subscription:
-        """Subscribe to ``ids``; 429 past the cap, or past the per-caller cap for ``holder``
+        """Subscribe to ``ids``; StreamLimit past the cap, or past the per-caller cap for ``holder``
         (None: exempt, i.e. root), so one reader cannot hold every slot. Close it after."""
         sub = Subscription()
         with self._lock:
