@@ -143,18 +143,19 @@ class Policy:
 
     def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
         """Decide one change on one GPU; the daemon asks once per listed GPU."""
-        from zeusd.policy.decide import decide_change
-
-        return decide_change(self, caller, change)
+        return _decide.decide_change(self, caller, change)
 
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
         """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``."""
-        from zeusd.policy.decide import decide_read
-
-        return decide_read(self, caller, group, gpu_index)
+        return _decide.decide_read(self, caller, group, gpu_index)
 
     def summary_for(self, caller: Caller) -> dict:
         """What this caller may do, for the /discover "policy" key (json-able)."""
         from zeusd.policy.describe import summary_for
 
         return summary_for(self, caller)
+
+
+# The decisions need the classes above, and Policy calls them: imported last (not inside
+# each method, which would cost an import look-up on every decision).
+from zeusd.policy import decide as _decide  # noqa: E402
