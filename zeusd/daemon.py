@@ -8,10 +8,19 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .config import ServeConfig
 from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL
+
+if TYPE_CHECKING:
+    from .service.discovery import Discovery
+    from .service.gpu_control import GpuControl
+    from .service.gpu_manager import GpuManager
+    from .service.reads import CpuReads, GpuReads
+    from .service.streams import StreamHub
 
 log = logging.getLogger("zeusd")
 # NVML calls that fail when the library or driver cannot start at all.
@@ -90,15 +99,35 @@ def _listeners(config: ServeConfig):
                       config.socket_uid, config.socket_gid)]
 
 
-def build_state(config: ServeConfig, policy_store, auditor):
-    """Devices and services behind the HTTP layer."""
-    from .api.app import DaemonState
+@dataclass
+class Services:
+    """What the HTTP layer calls, and the GPU manager the shutdown drains."""
+
+    signing_key: bytes | None
+    discovery: Discovery
+    gpu_control: GpuControl
+    gpu_reads: GpuReads
+    cpu_reads: CpuReads
+    streams_hub: StreamHub
+    manager: GpuManager
+
+    def create_app(self, enabled_groups: frozenset[str]):
+        from .api.app import create_app
+
+        return create_app(enabled_groups=enabled_groups, signing_key=self.signing_key,
+                          discovery=self.discovery, gpu_control=self.gpu_control,
+                          gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
+                          streams_hub=self.streams_hub)
+
+
+def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services, str]:
+    """Devices and services behind the HTTP layer, and the GPU backend's kind."""
+    from .devices.guarded import GuardedDevice
+    from .service.discovery import Discovery
     from .service.gpu_control import GpuControl
     from .service.gpu_manager import GpuManager
     from .service.reads import CpuReads, GpuReads
-    from .service.streams import build_hub
-
-    from .devices.guarded import GuardedDevice
+    from .service.streams import ManagedGpuPower, build_hub
 
     backend, devices, infos = _open_gpus(config)
     devices = [GuardedDevice(d) for d in devices]  # one health record shared by all users
@@ -111,17 +140,25 @@ def build_state(config: ServeConfig, policy_store, auditor):
     if config.signing_key_path:
         with open(config.signing_key_path, "rb") as f:
             key = f.read()
-    state = DaemonState(
-        gpu_infos=infos, cpus=cpus, enabled_groups=config.enabled_groups, signing_key=key,
-        backend_kind=backend.kind, policy_store=policy_store,
+    gpu_reads = GpuReads(manager, policy_store, auditor)
+    cpu_reads = CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz)
+    gpu_power = [ManagedGpuPower(manager, i) for i in manager.indices]  # one road to a GPU
+    services = Services(
+        signing_key=key,
+        discovery=Discovery(gpu_infos=infos, cpus=cpus, enabled_groups=config.enabled_groups,
+                            auth_required=key is not None, backend_kind=backend.kind,
+                            policy_store=policy_store, manager=manager),
         gpu_control=GpuControl(manager, policy_store, auditor),
-        gpu_reads=GpuReads(manager, policy_store, auditor),
-        cpu_reads=CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz),
-        streams=build_hub(devices, cpus, config.gpu_power_poll_hz, config.cpu_power_poll_hz,
-                          config.num_workers, keepalive_s=_stream_keepalive_s(),
-                          per_caller=limits.max_streams_per_caller),
+        gpu_reads=gpu_reads,
+        cpu_reads=cpu_reads,
+        streams_hub=build_hub(gpu_power, cpus, config.gpu_power_poll_hz,
+                              config.cpu_power_poll_hz, config.num_workers,
+                              keepalive_s=_stream_keepalive_s(),
+                              per_caller=limits.max_streams_per_caller,
+                              gates={"gpu": gpu_reads.gate, "cpu": cpu_reads.gate}),
+        manager=manager,
     )
-    return state, manager
+    return services, backend.kind
 
 
 def _stream_keepalive_s() -> float:
@@ -143,7 +180,6 @@ def run(config: ServeConfig) -> int:
 
 
 def _serve(config: ServeConfig) -> int:
-    from .api.app import create_app
     from .audit import Auditor
     from .policy import PolicyError, PolicyStore
     from .transport import sdnotify
@@ -159,21 +195,21 @@ def _serve(config: ServeConfig) -> int:
         raise StartupError(str(exc)) from None
     except OSError as exc:
         raise StartupError(f"cannot read the policy {config.policy_path}: {exc}") from None
-    state, manager = build_state(config, policy_store, auditor)
+    services, backend_kind = build_services(config, policy_store, auditor)
     try:
         listeners = _listeners(config)
     except (ListenError, ValueError) as exc:
         raise StartupError(str(exc)) from None
     _warn_anonymous_tcp(config, listeners)
     limits = config.limits
-    server = make_server(create_app(state), [lst.sock for lst in listeners],
+    server = make_server(services.create_app(config.enabled_groups), [lst.sock for lst in listeners],
                          threads=config.num_workers,
                          **waitress_adjustments(limits, limits.max_body_bytes))
     install_admission(server, Admission(limits, MemberCache(policy_store)), limits)
-    _install_signals(policy_store, state.streams.shutdown)
+    _install_signals(policy_store, services.streams_hub.shutdown)
     log.info("zeusd serving on %s: %d GPU(s) (%s), %d CPU(s), groups %s, policy %s",
-             ", ".join(lst.description for lst in listeners), len(state.gpu_infos),
-             state.backend_kind, len(state.cpus), ",".join(sorted(config.enabled_groups)),
+             ", ".join(lst.description for lst in listeners), len(services.manager.indices),
+             backend_kind, len(services.cpu_reads.cpus), ",".join(sorted(config.enabled_groups)),
              policy_store.current.hash[:12])
     sdnotify.notify("READY=1")
     try:
@@ -181,10 +217,10 @@ def _serve(config: ServeConfig) -> int:
     finally:
         sdnotify.notify("STOPPING=1")
         remove_owned(listeners)
-        state.streams.shutdown()
-        manager.drain(limits.shutdown_timeout_s)
-        manager.close()
-        state.cpu_reads.close()
+        services.streams_hub.shutdown()
+        services.manager.drain(limits.shutdown_timeout_s)
+        services.manager.close()
+        services.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
 

@@ -14,7 +14,7 @@ import pytest
 
 from zeusd import operations as ops
 from zeusd.devices.loader import open_backend
-from zeusd.errors import Forbidden
+from zeusd.errors import PolicyDenied
 from zeusd.identity import Caller
 from zeusd.operations import GpuChange
 from zeusd.policy import Policy
@@ -96,7 +96,7 @@ def test_each_request_is_wholly_allowed_or_wholly_denied(rig, block):
         try:
             control.change(ALICE, power_changes(mw), block=block)
             allowed = True
-        except Forbidden as error:
+        except PolicyDenied as error:
             allowed = False
             assert error.extra["rule"] == "default"
         assert store.reads == reads + 1, "policy_store.current read more than once"
@@ -113,7 +113,7 @@ def test_audit_names_one_policy_per_request(rig):
         start = len(auditor.changes)
         try:
             control.change(ALICE, power_changes(400_000 + n), block=True)
-        except Forbidden:
+        except PolicyDenied:
             pass
         records = auditor.changes[start:]
         hashes = {r["policy_hash"] for r in records}
@@ -140,7 +140,7 @@ def test_concurrent_requests_each_see_one_policy(rig):
         try:
             control.change(ALICE, power_changes(mw), block=True)
             ok = True
-        except Forbidden:
+        except PolicyDenied:
             ok = False
         with lock:
             results[mw] = ok

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from zeusd.api.streams import KEEPALIVE, SseStream
-from zeusd.errors import BadRequest, TooManyRequests
+from zeusd.errors import Internal, PolicyDenied, StreamLimit, UnknownDevice
+from zeusd.identity import Caller
 from zeusd.service.streams import (CpuPowerStep, GpuPowerStep, Poller, StreamHub,
                                    Subscription, build_hub)
 
@@ -85,34 +86,76 @@ def test_cpu_step_without_dram_and_with_a_failing_baseline():
     assert (event["cpu_mw"], event["dram_mw"]) == (50, None)
 
 
+class ManualClock:
+    """The poller's clock, advanced by the test instead of slept through."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._cond = threading.Condition()
+
+    def now(self) -> float:
+        with self._cond:
+            return self._now
+
+    def wait(self, stop: threading.Event, delay_s: float) -> None:
+        with self._cond:
+            until = self._now + delay_s
+            while self._now < until and not stop.is_set():
+                self._cond.wait(0.01)  # real time only to notice stop()
+
+    def advance(self, seconds: float) -> None:
+        with self._cond:
+            self._now += seconds
+            self._cond.notify_all()
+
+
 def test_poller_is_lazy_and_pauses_after_the_last_subscriber():
-    gpu = DummyGpu()
-    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller")
+    gpu, clock = DummyGpu(), ManualClock()
+    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller", clock=clock)
     try:
-        time.sleep(0.1)
-        assert gpu.calls == 0  # nobody subscribed: hardware untouched
+        clock.advance(10.0)
+        assert gpu.calls == 0 and not poller.running  # nobody subscribed: hardware untouched
         sub = Subscription()
         poller.subscribe(sub)
-        assert sub.take(2.0)[0]["power_mw"] == 75_000
-        wait_until(lambda: gpu.calls >= 5)
+        assert sub.take(2.0)[0]["power_mw"] == 75_000  # the first tick comes at once
+        wait_until(lambda: clock.advance(poller.period_s) or gpu.calls >= 5)
         poller.unsubscribe(sub)
-        time.sleep(0.05)  # within a period or so it pauses
+        clock.advance(poller.period_s)
+        wait_until(lambda: not poller.running)  # paused within one period
         calls = gpu.calls
-        time.sleep(0.1)
+        for _ in range(10):
+            clock.advance(1.0)
         assert gpu.calls == calls
     finally:
         poller.stop()
         poller.join(1.0)
 
 
+def test_poller_ticks_once_per_period_of_its_clock():
+    gpu, clock = DummyGpu(), ManualClock()
+    poller = Poller(GpuPowerStep(gpu), hz=4, name="test-poller", clock=clock)  # 0.25 s
+    try:
+        poller.subscribe(Subscription())
+        wait_until(lambda: gpu.calls == 1)
+        clock.advance(0.125)  # (binary fractions: exact sums)
+        clock.advance(0.0625)
+        time.sleep(0.05)  # room for a wrong early tick to show (none may come)
+        assert gpu.calls == 1
+        clock.advance(0.0625)  # one whole period
+        wait_until(lambda: gpu.calls == 2)
+    finally:
+        poller.stop()
+        poller.join(1.0)
+
+
 def test_late_subscriber_gets_the_current_value_at_once():
-    gpu = DummyGpu()  # flat power: upstream would send nothing to a second subscriber
-    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller")
+    gpu, clock = DummyGpu(), ManualClock()  # flat power: upstream would send nothing more
+    poller = Poller(GpuPowerStep(gpu), hz=100, name="test-poller", clock=clock)
     try:
         first = Subscription()
         poller.subscribe(first)
         assert first.take(2.0)
-        wait_until(lambda: gpu.calls >= 3)
+        wait_until(lambda: clock.advance(poller.period_s) or gpu.calls >= 3)
         second = Subscription()
         poller.subscribe(second)
         assert second.take(0.0)[0]["power_mw"] == 75_000
@@ -130,10 +173,11 @@ def test_hub_checks_ids_and_caps_streams():
     hub = hub_with()
     try:
         assert hub.check_ids("gpu", None) == [0, 1]
-        with pytest.raises(BadRequest, match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
+        with pytest.raises(UnknownDevice,
+                           match=r"^Unknown GPU indices: \[4\]. Available: \[0, 1\]$"):
             hub.check_ids("gpu", [0, 4])
         sub = hub.open("gpu", [0])
-        with pytest.raises(TooManyRequests, match=r"Too many open power streams \(1\)"):
+        with pytest.raises(StreamLimit, match=r"Too many open power streams \(1\)"):
             hub.open("gpu", [1])
         hub.close("gpu", [0], sub)
         assert hub.open_count == 0
@@ -152,7 +196,7 @@ def test_one_caller_holds_at_most_its_share_of_streams():
     try:
         assert hub.max_per_caller == 2
         mine = [hub.open("gpu", [0], "uid 1001") for _ in range(2)]
-        with pytest.raises(TooManyRequests, match=r"^Too many open power streams for uid 1001 "
+        with pytest.raises(StreamLimit, match=r"^Too many open power streams for uid 1001 "
                                                   r"\(2, the limit per caller\)"):
             hub.open("gpu", [0], "uid 1001")
         others = [hub.open("gpu", [0], "uid 1002"), hub.open("gpu", [0], None)]  # None: root
@@ -213,5 +257,49 @@ def test_empty_id_set_sends_headers_at_once():
         body = SseStream(hub, "gpu", [], hub.open("gpu", []), snapshot=False)
         assert next(body) == KEEPALIVE
         body.close()
+    finally:
+        hub.shutdown()
+
+
+class RecordingGate:
+    def __init__(self, granted=None, error=None) -> None:
+        self.granted, self.error = granted, error
+        self.calls: list[tuple] = []
+
+    def allowed(self, caller, requested, existing, gpu_scoped):
+        self.calls.append((caller, requested, existing, gpu_scoped))
+        if self.error is not None:
+            raise self.error
+        return self.granted if self.granted is not None else existing
+
+
+def test_start_asks_the_kinds_read_gate_and_counts_the_callers_uid():
+    alice = Caller(transport="unix", pid=7, uid=1001, gid=1001)
+    gpu_gate, cpu_gate = RecordingGate(granted=[1]), RecordingGate()
+    hub = build_hub([DummyGpu(i) for i in range(2)], [], 100, 10, num_workers=8,
+                    per_caller=1, gates={"gpu": gpu_gate, "cpu": cpu_gate})
+    try:
+        ids, sub = hub.start(alice, "gpu", None)
+        assert ids == [1] and gpu_gate.calls == [(alice, None, [0, 1], True)]
+        with pytest.raises(StreamLimit, match=r"^Too many open power streams for uid 1001 "):
+            hub.start(alice, "gpu", [0])
+        hub.close("gpu", ids, sub)
+        gpu_gate.error = PolicyDenied("no")
+        with pytest.raises(PolicyDenied):
+            hub.start(alice, "gpu", [0])
+        assert hub.open_count == 0
+        with pytest.raises(UnknownDevice):  # existence before permission, as upstream
+            hub.start(alice, "gpu", [5])
+        assert len(gpu_gate.calls) == 3
+    finally:
+        hub.shutdown()
+
+
+def test_start_without_a_gate_is_refused():
+    hub = hub_with()
+    try:
+        with pytest.raises(Internal, match="no read permission check for gpu streams"):
+            hub.start(Caller(transport="unix", pid=1, uid=5, gid=5), "gpu", None)
+        assert hub.open_count == 0
     finally:
         hub.shutdown()

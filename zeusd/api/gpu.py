@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+from typing import TYPE_CHECKING
+
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_bool, parse_id_list, parse_query, parse_u32
 from .respond import caller_of, send_empty, send_json
+
+if TYPE_CHECKING:
+    from ..service.gpu_control import GpuControl
+    from ..service.reads import GpuReads
 
 # operation -> its value parameters (all u32 except `enabled`)
 WRITE_PARAMS: dict[str, tuple[str, ...]] = {
@@ -32,7 +38,7 @@ def build_changes(operation: str, gpu_ids: list[int], values: dict[str, str]) ->
 class GpuWrite:
     group = ops.GPU_CONTROL
 
-    def __init__(self, control, operation: str) -> None:
+    def __init__(self, control: GpuControl, operation: str) -> None:
         self.control = control
         self.operation = operation
         self.value_names = WRITE_PARAMS[operation]
@@ -44,7 +50,6 @@ class GpuWrite:
         block = parse_bool(params["block"])
         values = {name: params[name] for name in self.value_names}
         changes = build_changes(self.operation, gpu_ids, values)
-        self.control.check_gpus(gpu_ids)
         self.control.change(caller_of(req), changes, block)
         send_empty(resp)
 
@@ -55,7 +60,7 @@ UNAVAILABLE_HEADER = "Zeusd-Unavailable-Gpus"
 class GpuRead:
     group = ops.GPU_READ
 
-    def __init__(self, reads, method: str) -> None:
+    def __init__(self, reads: GpuReads, method: str) -> None:
         self.read = getattr(reads, method)
 
     def on_get(self, req, resp) -> None:
@@ -77,7 +82,7 @@ READ_ROUTES = {
 }
 
 
-def add_routes(app, control, reads) -> None:
+def add_routes(app, control: GpuControl, reads: GpuReads) -> None:
     for operation in WRITE_PARAMS:
         app.add_route(f"/gpu/{operation}", GpuWrite(control, operation))
     for path, method in READ_ROUTES.items():

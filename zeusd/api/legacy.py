@@ -5,12 +5,16 @@ Errors here are text/plain, as upstream's early daemon answered them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .. import operations as ops
-from ..errors import ZeusdError
 from ..operations import GpuChange
 from .gpu import WRITE_PARAMS
 from .params import parse_json_body, path_index
-from .respond import LegacyError, caller_of, send_empty
+from .respond import caller_of, send_empty
+
+if TYPE_CHECKING:
+    from ..service.gpu_control import GpuControl
 
 LEGACY_OPERATIONS = {
     "set_power_limit": ops.SET_POWER_LIMIT,
@@ -25,8 +29,9 @@ LEGACY_OPERATIONS = {
 
 class LegacyGpuWrite:
     group = ops.GPU_CONTROL
+    legacy_errors = True
 
-    def __init__(self, control, operation: str) -> None:
+    def __init__(self, control: GpuControl, operation: str) -> None:
         self.control = control
         self.operation = operation
         names = WRITE_PARAMS[operation]
@@ -34,18 +39,13 @@ class LegacyGpuWrite:
         self.fields["block"] = bool
 
     def on_post(self, req, resp, gpu_id: int) -> None:
-        try:
-            gpu_id = path_index(gpu_id, "gpu")
-            body = parse_json_body(req.bounded_stream.read(), self.fields)
-            block = body.pop("block")
-            self.control.check_gpus([gpu_id])
-            change = GpuChange(self.operation, gpu_id, **body)
-            self.control.change(caller_of(req), [change], block)
-        except ZeusdError as exc:
-            raise LegacyError(exc) from None
+        gpu_id = path_index(gpu_id, "gpu")
+        body = parse_json_body(req.bounded_stream.read(), self.fields)
+        block = body.pop("block")
+        self.control.change(caller_of(req), [GpuChange(self.operation, gpu_id, **body)], block)
         send_empty(resp)
 
 
-def add_routes(app, control) -> None:
+def add_routes(app, control: GpuControl) -> None:
     for path_op, operation in LEGACY_OPERATIONS.items():
         app.add_route(f"/gpu/{{gpu_id:index}}/{path_op}", LegacyGpuWrite(control, operation))

@@ -8,8 +8,9 @@ import logging
 import falcon
 
 from ..auth.tokens import TokenError, decode
-from ..errors import Forbidden, NotFound, Unauthorized
+from ..errors import NotEnabled, ScopeMissing, Unauthenticated
 from ..identity import ENVIRON_KEY, UNKNOWN_UNIX
+from .errors import mark_legacy
 
 log = logging.getLogger(__name__)
 _BEARER = "Bearer "
@@ -23,11 +24,15 @@ class Gate:
         self.signing_key = signing_key
 
     def process_resource(self, req: falcon.Request, resp, resource, params) -> None:
+        self._admit(req, resource)
+        mark_legacy(req, resource)
+
+    def _admit(self, req: falcon.Request, resource) -> None:
         caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
         req.context.caller = caller
         group = getattr(resource, "group", None)
         if group is not None and group not in self.enabled_groups:
-            raise NotFound(f"API group '{group}' is not enabled on this server.")
+            raise NotEnabled(f"API group '{group}' is not enabled on this server.")
         if self.signing_key is None:
             return
         if not getattr(resource, "needs_token", group is not None):
@@ -39,7 +44,7 @@ class Gate:
             caller, token_subject=claims.sub, token_scopes=claims.scopes)
         log.debug("Authenticated request user=%s", claims.sub)
         if group is not None and group not in claims.scopes:
-            raise Forbidden(
+            raise ScopeMissing(
                 f"Token for user '{claims.sub}' lacks required scope '{group}'. "
                 f"Token scopes: {list(claims.scopes)}")
 
@@ -48,7 +53,7 @@ class Gate:
             return
         try:
             claims = self._claims(req)
-        except Unauthorized:
+        except Unauthenticated:
             return  # service routes never need a token; a bad one is simply ignored
         req.context.caller = dataclasses.replace(
             caller, token_subject=claims.sub, token_scopes=claims.scopes)
@@ -56,13 +61,13 @@ class Gate:
     def _claims(self, req: falcon.Request):
         header = req.get_header("Authorization")
         if header is None:
-            raise Unauthorized(
+            raise Unauthenticated(
                 "Authentication required. Provide an Authorization: Bearer <token> header.")
         if not header.startswith(_BEARER):
-            raise Unauthorized("Invalid token: expected 'Bearer <token>'")
+            raise Unauthenticated("Invalid token: expected 'Bearer <token>'")
         try:
             return decode(self.signing_key, header[len(_BEARER):])
         except TokenError as exc:
             if exc.expired:
-                raise Unauthorized("Token has expired.") from None
-            raise Unauthorized(f"Invalid token: {exc.reason}") from None
+                raise Unauthenticated("Token has expired.") from None
+            raise Unauthenticated(f"Invalid token: {exc.reason}") from None

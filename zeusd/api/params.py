@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 
 import falcon
 
-from ..errors import BadRequest
+from ..errors import InvalidValue
 
 U32_MAX = 2**32 - 1
 # Digits a u32 can have. Longer digit strings are refused by their length, before int()
@@ -24,8 +24,8 @@ U32_DIGITS = 10
 MAX_JSON_DEPTH = 128
 
 
-def _qerr(text: str) -> BadRequest:
-    return BadRequest(f"Query deserialize error: {text}")
+def _qerr(text: str) -> InvalidValue:
+    return InvalidValue(f"Query deserialize error: {text}")
 
 
 def parse_query(query_string: str, allowed: Iterable[str],
@@ -110,15 +110,15 @@ def parse_index(text: str) -> int | None:
 def parse_id_list(text: str, kind: str) -> list[int]:
     """`gpu_ids` / `cpu_ids`: comma-separated, trimmed, sorted, de-duplicated."""
     if text.strip() == "":
-        raise BadRequest(f"{kind}_ids must contain at least one {kind.upper()} index")
+        raise InvalidValue(f"{kind}_ids must contain at least one {kind.upper()} index")
     ids = set()
     for raw in text.split(","):
         elem = raw.strip()
         if elem == "":
-            raise BadRequest(f"{kind}_ids contains an empty {kind.upper()} index")
+            raise InvalidValue(f"{kind}_ids contains an empty {kind.upper()} index")
         index = parse_index(elem)
         if index is None:
-            raise BadRequest(f"Invalid {kind.upper()} index: {elem}")
+            raise InvalidValue(f"Invalid {kind.upper()} index: {elem}")
         ids.add(index)
     return sorted(ids)
 
@@ -145,7 +145,7 @@ class IndexConverter(falcon.routing.BaseConverter):
 def path_index(value: int | OversizedIndex, kind: str) -> int:
     """The index a route got from IndexConverter; 400 for one past a u32."""
     if isinstance(value, OversizedIndex):
-        raise BadRequest(f"Invalid {kind.upper()} index: {value.text}")
+        raise InvalidValue(f"Invalid {kind.upper()} index: {value.text}")
     return value
 
 
@@ -154,8 +154,8 @@ def path_index(value: int | OversizedIndex, kind: str) -> int:
 _JSON_TYPE = {bool: "a boolean", int: "u32"}
 
 
-def _jerr(text: str) -> BadRequest:
-    return BadRequest(f"Json deserialize error: {text}")
+def _jerr(text: str) -> InvalidValue:
+    return InvalidValue(f"Json deserialize error: {text}")
 
 
 def _describe(value: object) -> str:

@@ -6,7 +6,6 @@ import json
 
 import falcon
 
-from ..errors import ZeusdError
 from ..identity import ENVIRON_KEY, UNKNOWN_UNIX, Caller
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
@@ -36,10 +35,3 @@ def caller_of(req: falcon.Request) -> Caller:
         caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
     return caller
 
-
-class LegacyError(Exception):
-    """Wraps a ZeusdError raised on a legacy route: answered as text/plain."""
-
-    def __init__(self, error: ZeusdError) -> None:
-        super().__init__(error.message)
-        self.error = error

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import falcon
 
@@ -19,6 +20,9 @@ from .. import operations as ops
 from ..identity import PEER_CLOSED_KEY
 from .params import parse_bool, parse_id_list, parse_query
 from .respond import caller_of
+
+if TYPE_CHECKING:
+    from ..service.streams import StreamHub
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 KEEPALIVE = b": keepalive\n\n"
@@ -79,10 +83,10 @@ class SseStream:
 
 
 class PowerStream:
-    """One stream route; ``gate`` is the kind's ReadGate (explicit ids all readable)."""
+    """One stream route; the hub decides which devices the caller may follow."""
 
-    def __init__(self, hub, kind: str, gate) -> None:
-        self.hub, self.kind, self.gate = hub, kind, gate
+    def __init__(self, hub: StreamHub, kind: str) -> None:
+        self.hub, self.kind = hub, kind
         self.group = ops.GPU_READ if kind == "gpu" else ops.CPU_READ
         self.id_param = f"{kind}_ids"
 
@@ -91,12 +95,7 @@ class PowerStream:
         requested = parse_id_list(params[self.id_param], self.kind) \
             if self.id_param in params else None
         snapshot = parse_bool(params["snapshot"]) if "snapshot" in params else False
-        ids = self.hub.check_ids(self.kind, requested)
-        if ids:
-            ids = self.gate.allowed(caller_of(req), requested, ids,
-                                    gpu_scoped=self.kind == "gpu")
-        caller = caller_of(req)
-        sub = self.hub.open(self.kind, ids, _holder(caller))
+        ids, sub = self.hub.start(caller_of(req), self.kind, requested)
         resp.status = falcon.HTTP_200
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
@@ -104,16 +103,6 @@ class PowerStream:
                                 req.env.get(PEER_CLOSED_KEY))
 
 
-def _holder(caller) -> str | None:
-    """Who a stream slot counts against: the uid (not the process), or the token's subject.
-    Root is exempt."""
-    if caller.is_root:
-        return None
-    if caller.transport == "unix":
-        return f"uid {caller.uid}"
-    return caller.describe()
-
-
-def add_routes(app, hub, gpu_gate, cpu_gate) -> None:
-    app.add_route("/gpu/stream_power", PowerStream(hub, "gpu", gpu_gate))
-    app.add_route("/cpu/stream_power", PowerStream(hub, "cpu", cpu_gate))
+def add_routes(app, hub: StreamHub) -> None:
+    app.add_route("/gpu/stream_power", PowerStream(hub, "gpu"))
+    app.add_route("/cpu/stream_power", PowerStream(hub, "cpu"))

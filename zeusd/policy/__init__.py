@@ -5,7 +5,7 @@ in a PolicyStore (atomic swap on SIGHUP) and asks ``decide_change`` once per
 GPU before touching any of them.
 """
 
-from zeusd.policy.decide import Policy
+from zeusd.policy.model import Policy
 from zeusd.policy.load import DEFAULT_POLICY_PATH, builtin_policy, load_policy
 from zeusd.policy.model import Decision, PolicyError
 from zeusd.policy.store import PolicyStore

@@ -1,14 +1,16 @@
-"""The policy in force and its decisions: first rule matching caller and GPU decides."""
+"""The policy's decisions: the first rule matching caller and GPU decides."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from zeusd import operations as ops
 from zeusd.identity import Caller
 from zeusd.operations import GpuChange
-from zeusd.policy.index import RuleIndex
 from zeusd.policy.model import READ_GROUPS, Decision, Grant, Range, Rule
+
+if TYPE_CHECKING:
+    from zeusd.policy.model import Policy
 
 # Which range limits which request field; operations absent here carry no value.
 _RANGE_OF_OPERATION = {
@@ -34,104 +36,73 @@ def _where(gpu_index: int | None, group: str | None = None) -> str:
     return "all GPUs" if gpu_index is None else f"GPU {gpu_index}"
 
 
-@dataclass(frozen=True)
-class Policy:
-    """A parsed policy file, frozen. Decisions read nothing but this object."""
-
-    hash: str
-    source: str
-    rules: tuple[Rule, ...]
-    defaults: Grant
-    root_restore_on_exit: bool = True
-    default_rule: str = "default"  # "no-policy" for the built-in fallback
-    path: str = ""  # the file it came from, or would have come from
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    _index: RuleIndex = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", RuleIndex(self.rules))
-
-    # -- matching -----------------------------------------------------------
-
-    def _first_match(self, caller: Caller, gpu_index: int | None) -> Rule | None:
-        rules = self.rules
-        for position in self._index.candidates(caller):
-            gpus = rules[position].gpus
-            if gpus is None or gpu_index in gpus:
-                return rules[position]
-        return None
-
-    def _not_granted(self, rule: Rule | None, caller: Caller, what: str, where: str) -> str:
-        if self.default_rule == "no-policy":
-            return (f"{what} is allowed only to root: {self.path} does not exist, so zeusd "
-                    f"uses its built-in policy (everybody may read, only root may change)")
-        if rule is not None:
-            return f"{what} is not allowed to {who(caller)} on {where} by rule '{rule.name}'"
-        return (
-            f"no rule of policy {self.source} matches {who(caller)} on {where}, "
-            f"and the [defaults] do not allow {what}"
-        )
-
-    # -- decisions ----------------------------------------------------------
-
-    def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
-        """Decide one change on one GPU; the daemon asks once per listed GPU."""
-        early = _fixed_decision(caller, self.root_restore_on_exit)
-        if early is not None:
-            return early
-        rule = self._first_match(caller, change.gpu_index)
-        grant = rule.grant if rule is not None else self.defaults
-        name = rule.name if rule is not None else self.default_rule
-        if change.operation not in grant.operations:
-            message = self._not_granted(rule, caller, change.operation, _where(change.gpu_index))
-            return Decision(False, name, message, grant.restore_on_exit)
-        problem = _out_of_range(grant, change)
-        if problem is None:
-            return Decision(True, name, "", grant.restore_on_exit)
-        return self._range_denial(caller, change, rule, grant, problem)
-
-    def _range_denial(self, caller: Caller, change: GpuChange, rule: Rule | None, grant: Grant,
-                      problem: tuple[str, str, int | None, Range]) -> Decision:
-        range_key, field_name, value, limit = problem
-        if range_key == "power_limit_mw":
-            what = "the range"
-            allowed = {"min_power_limit_mw": limit.low, "max_power_limit_mw": limit.high}
-        else:
-            what = f"the {_RANGE_WORDS[range_key]}"
-            allowed = {"min_clock_mhz": limit.low, "max_clock_mhz": limit.high}
-        granter = f"rule '{rule.name}' allows" if rule is not None else "the [defaults] allow"
-        shown = "no value" if value is None else value
-        message = (f"{field_name} {shown} is outside {what} {limit.text()} that {granter} "
-                   f"{who(caller)} on GPU {change.gpu_index}")
-        name = rule.name if rule is not None else self.default_rule
-        return Decision(False, name, message, grant.restore_on_exit, allowed)
-
-    def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
-        """Decide a read of ``group`` ("gpu-read"/"cpu-read").
-
-        "cpu-read", and "gpu-read" with ``gpu_index`` None (all GPUs), are
-        decided by the first matching rule that covers every GPU (gpus = "all").
-        The daemon should ask per GPU index when it knows the indices.
-        """
-        if group not in READ_GROUPS:
-            raise ValueError(f"not a read group: {group!r}")
-        early = _fixed_decision(caller, self.root_restore_on_exit)
-        if early is not None:
-            return early
-        # A rule limited to some GPUs says nothing about the CPUs or "all GPUs".
-        rule = self._first_match(caller, gpu_index if group == ops.GPU_READ else None)
-        grant = rule.grant if rule is not None else self.defaults
-        name = rule.name if rule is not None else self.default_rule
-        if group in grant.operations:
-            return Decision(True, name, "", grant.restore_on_exit)
-        message = self._not_granted(rule, caller, group, _where(gpu_index, group))
+def decide_change(policy: Policy, caller: Caller, change: GpuChange) -> Decision:
+    """Decide one change on one GPU; the daemon asks once per listed GPU."""
+    early = _fixed_decision(caller, policy.root_restore_on_exit)
+    if early is not None:
+        return early
+    rule = policy.first_match(caller, change.gpu_index)
+    grant = rule.grant if rule is not None else policy.defaults
+    name = rule.name if rule is not None else policy.default_rule
+    if change.operation not in grant.operations:
+        message = _not_granted(policy, rule, caller, change.operation, _where(change.gpu_index))
         return Decision(False, name, message, grant.restore_on_exit)
+    problem = _out_of_range(grant, change)
+    if problem is None:
+        return Decision(True, name, "", grant.restore_on_exit)
+    return _range_denial(policy, caller, change, rule, grant, problem)
 
-    def summary_for(self, caller: Caller) -> dict:
-        """What this caller may do, for the /discover "policy" key (json-able)."""
-        from zeusd.policy.describe import summary_for
 
-        return summary_for(self, caller)
+def decide_read(policy: Policy, caller: Caller, group: str, gpu_index: int | None) -> Decision:
+    """Decide a read of ``group`` ("gpu-read"/"cpu-read").
+
+    "cpu-read", and "gpu-read" with ``gpu_index`` None (all GPUs), are
+    decided by the first matching rule that covers every GPU (gpus = "all").
+    The daemon should ask per GPU index when it knows the indices.
+    """
+    if group not in READ_GROUPS:
+        raise ValueError(f"not a read group: {group!r}")
+    early = _fixed_decision(caller, policy.root_restore_on_exit)
+    if early is not None:
+        return early
+    # A rule limited to some GPUs says nothing about the CPUs or "all GPUs".
+    rule = policy.first_match(caller, gpu_index if group == ops.GPU_READ else None)
+    grant = rule.grant if rule is not None else policy.defaults
+    name = rule.name if rule is not None else policy.default_rule
+    if group in grant.operations:
+        return Decision(True, name, "", grant.restore_on_exit)
+    message = _not_granted(policy, rule, caller, group, _where(gpu_index, group))
+    return Decision(False, name, message, grant.restore_on_exit)
+
+
+def _not_granted(policy: Policy, rule: Rule | None, caller: Caller, what: str,
+                 where: str) -> str:
+    if policy.default_rule == "no-policy":
+        return (f"{what} is allowed only to root: {policy.path} does not exist, so zeusd "
+                f"uses its built-in policy (everybody may read, only root may change)")
+    if rule is not None:
+        return f"{what} is not allowed to {who(caller)} on {where} by rule '{rule.name}'"
+    return (
+        f"no rule of policy {policy.source} matches {who(caller)} on {where}, "
+        f"and the [defaults] do not allow {what}"
+    )
+
+
+def _range_denial(policy: Policy, caller: Caller, change: GpuChange, rule: Rule | None,
+                  grant: Grant, problem: tuple[str, str, int | None, Range]) -> Decision:
+    range_key, field_name, value, limit = problem
+    if range_key == "power_limit_mw":
+        what = "the range"
+        allowed = {"min_power_limit_mw": limit.low, "max_power_limit_mw": limit.high}
+    else:
+        what = f"the {_RANGE_WORDS[range_key]}"
+        allowed = {"min_clock_mhz": limit.low, "max_clock_mhz": limit.high}
+    granter = f"rule '{rule.name}' allows" if rule is not None else "the [defaults] allow"
+    shown = "no value" if value is None else value
+    message = (f"{field_name} {shown} is outside {what} {limit.text()} that {granter} "
+               f"{who(caller)} on GPU {change.gpu_index}")
+    name = rule.name if rule is not None else policy.default_rule
+    return Decision(False, name, message, grant.restore_on_exit, allowed)
 
 
 def _fixed_decision(caller: Caller, root_restore_on_exit: bool) -> Decision | None:

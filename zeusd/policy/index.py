@@ -8,8 +8,10 @@ dicts built once per policy costs one or two, whatever the number of rules.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-from zeusd.policy.model import Rule
+if TYPE_CHECKING:
+    from zeusd.policy.model import Rule
 
 
 class RuleIndex:

@@ -15,7 +15,7 @@ import logging
 import os
 import stat
 
-from zeusd.policy.decide import Policy
+from zeusd.policy.model import Policy
 from zeusd.policy.model import READ_GROUPS, Grant, PolicyError
 from zeusd.policy.parse import parse_policy
 from zeusd.policy.trust import open_trusted, user_text

@@ -8,8 +8,14 @@ of the file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from zeusd import operations as ops
+from zeusd.policy.index import RuleIndex
+
+if TYPE_CHECKING:
+    from zeusd.identity import Caller
+    from zeusd.operations import GpuChange
 
 READ_GROUPS = (ops.GPU_READ, ops.CPU_READ)
 
@@ -106,3 +112,50 @@ class Decision:
     message: str  # for a denial: the 403 "error" text
     restore_on_exit: bool
     allowed_range: dict | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A parsed policy file, frozen. Decisions read nothing but this object; the
+    decision logic itself is in ``decide.py``."""
+
+    hash: str
+    source: str
+    rules: tuple[Rule, ...]
+    defaults: Grant
+    root_restore_on_exit: bool = True
+    default_rule: str = "default"  # "no-policy" for the built-in fallback
+    path: str = ""  # the file it came from, or would have come from
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    _index: RuleIndex = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", RuleIndex(self.rules))
+
+    def first_match(self, caller: Caller, gpu_index: int | None) -> Rule | None:
+        """The first rule (file order) that names this caller and covers this GPU."""
+        rules = self.rules
+        for position in self._index.candidates(caller):
+            gpus = rules[position].gpus
+            if gpus is None or gpu_index in gpus:
+                return rules[position]
+        return None
+
+    def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
+        """Decide one change on one GPU; the daemon asks once per listed GPU."""
+        return _decide.decide_change(self, caller, change)
+
+    def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
+        """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``."""
+        return _decide.decide_read(self, caller, group, gpu_index)
+
+    def summary_for(self, caller: Caller) -> dict:
+        """What this caller may do, for the /discover "policy" key (json-able)."""
+        from zeusd.policy.describe import summary_for
+
+        return summary_for(self, caller)
+
+
+# The decisions need the classes above, and Policy calls them: imported last (not inside
+# each method, which would cost an import look-up on every decision).
+from zeusd.policy import decide as _decide  # noqa: E402

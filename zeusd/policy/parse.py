@@ -17,7 +17,7 @@ from decimal import Decimal
 
 from zeusd import operations as ops
 from zeusd.policy import fields
-from zeusd.policy.decide import Policy
+from zeusd.policy.model import Policy
 from zeusd.policy.fields import FieldError
 from zeusd.policy.locate import index_lines
 from zeusd.policy.model import READ_GROUPS, Grant, PolicyError, Rule, Subjects

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from zeusd.policy.decide import Policy
+from zeusd.policy.model import Policy
 from zeusd.policy.load import BUILTIN_SOURCE, load_policy
 from zeusd.policy.model import PolicyError
 

@@ -12,7 +12,7 @@ import logging
 from .. import operations as ops
 from ..devices.base import GpuDevice
 from ..devices.errors import INVALID_ARGUMENT, NvmlError
-from ..errors import BadRequest, Forbidden, ZeusdError
+from ..errors import InvalidValue, NvmlFailure, PolicyDenied, UnknownDevice, ZeusdError
 from ..identity import Caller
 from ..operations import GpuChange
 from .gpu_manager import GpuManager
@@ -49,7 +49,7 @@ def _apply(device: GpuDevice, change: GpuChange) -> None:
         if gpu_error is not None:
             raise gpu_error  # upstream: the GPU reset's error wins
     else:  # pragma: no cover - operations are validated by the HTTP layer
-        raise BadRequest(f"unknown operation {op}")
+        raise InvalidValue(f"unknown operation {op}")
 
 
 def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Exception:
@@ -63,9 +63,10 @@ def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Ex
         return exc
     if low <= change.power_limit_mw <= high:
         return exc  # the driver refused an in-range value: the range is not the reason
-    return BadRequest(f"NVML error: {exc.text} ({exc.function}): power_limit_mw "
-                      f"{change.power_limit_mw} is outside the valid range {low}-{high} mW "
-                      f"of GPU {change.gpu_index}")
+    return NvmlFailure(exc.code, exc.function,
+                       f"NVML error: {exc.text} ({exc.function}): power_limit_mw "
+                       f"{change.power_limit_mw} is outside the valid range {low}-{high} mW "
+                       f"of GPU {change.gpu_index}")
 
 
 def _old_value(device: GpuDevice, op: str) -> str | None:
@@ -88,13 +89,15 @@ class GpuControl:
         self.policy_store = policy_store
         self.auditor = auditor
 
-    def check_gpus(self, gpu_indices: list[int]) -> None:
+    def _check_gpus(self, gpu_indices: list[int]) -> None:
         for index in gpu_indices:
             if not self.manager.has(index):
-                raise BadRequest(f"GPU index {index} does not exist.")
+                raise UnknownDevice(f"GPU index {index} does not exist.")
 
     def change(self, caller: Caller, changes: list[GpuChange], block: bool) -> None:
-        """Decide all, then run (block) or queue (non-block). Raises ZeusdError."""
+        """Check the GPUs exist, decide all, then run (block) or queue (non-block).
+        Raises ZeusdError."""
+        self._check_gpus(sorted({c.gpu_index for c in changes}))
         policy = self.policy_store.current  # one policy decides the whole request
         by_index = {}
         for change in changes:
@@ -105,7 +108,7 @@ class GpuControl:
                 extra = {"rule": decision.rule}
                 if decision.allowed_range:
                     extra["allowed_range"] = decision.allowed_range
-                raise Forbidden(decision.message, **extra)
+                raise PolicyDenied(decision.message, **extra)
             by_index[change.gpu_index] = (change, decision)
 
         def job(device: GpuDevice) -> None:

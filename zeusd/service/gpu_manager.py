@@ -15,8 +15,8 @@ from typing import Callable, Iterable, TypeVar
 
 from ..devices.base import GpuDevice, GpuInfo
 from ..devices.guarded import GuardedDevice
-from ..errors import (AggregatedError, DeviceTimeout, TooManyRequests, Unavailable, ZeusdError,
-                      device_error)
+from ..errors import (AggregatedError, GpuBusy, GpuLost, GpuTimedOut, QueueFull, ShuttingDown,
+                      ZeusdError, device_error)
 from . import deadline
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class Pending:
     ``done`` is a plain lock held until the command ran: the cheapest hand-off
     CPython has (a Future + Queue costs twice as much). ``claim`` decides, once
     and atomically, whether the worker runs the command or a waiter that gave
-    up cancels it: a command answered 504 before it started never runs later.
+    up cancels it: a command that timed out before it started never runs later.
     """
 
     __slots__ = ("job", "name", "done", "claim", "result", "error", "on_error", "on_drop",
@@ -56,9 +56,6 @@ class Pending:
             self.waiting_on.stop_waiting()
 
 
-# Per-GPU failures that say "this GPU cannot answer now", not "this request is wrong": a read
-# of all GPUs leaves such GPUs out instead of failing.
-UNAVAILABLE_STATUSES = frozenset({429, 503, 504})
 # A GPU whose commands take this long is slow: its waiting requests are capped. NVML
 # reads and writes normally return within a few milliseconds.
 SLOW_CALL_S = 0.25
@@ -82,6 +79,8 @@ class GpuWorker:
         self.stopping = False
         self._current_started: float | None = None
         self._current_name = ""
+        self._poll_started: float | None = None  # the stream poll now running, if any
+        self._poll_name = ""
         self._thread = threading.Thread(
             target=self._run, name=f"zeusd-gpu{device.index}", daemon=True
         )
@@ -94,7 +93,7 @@ class GpuWorker:
         self.refuse_if_unavailable()
         with self._count_lock:
             if self._queued >= self.max_queue:
-                raise TooManyRequests(
+                raise QueueFull(
                     f"Too many queued commands for GPU {self.device.index}; retry later.")
             self._queued += 1
         pending = Pending(job, name, on_error, on_drop)
@@ -102,12 +101,12 @@ class GpuWorker:
         return pending
 
     def refuse_if_unavailable(self) -> None:
-        """503 for a lost GPU or a stopping daemon, 504 for a hung GPU: at once."""
+        """GpuLost, ShuttingDown or (hung) GpuTimedOut at once, queueing nothing."""
         if self.stopping:
-            raise Unavailable("zeusd is shutting down; nothing was queued")
+            raise ShuttingDown("zeusd is shutting down; nothing was queued")
         lost = self.device.lost
         if lost is not None:
-            raise Unavailable(f"GPU {self.device.index} is lost ({lost.text} in "
+            raise GpuLost(f"GPU {self.device.index} is lost ({lost.text} in "
                               f"{lost.function}): it needs a reset or a reboot; the other "
                               "GPUs keep working")
         self.refuse_if_hung()
@@ -117,7 +116,7 @@ class GpuWorker:
         return max(self.last_call_s, self.stuck_for_s()) >= SLOW_CALL_S
 
     def start_waiting(self) -> None:
-        """Count an HTTP thread that will wait on this GPU; 429 at the cap while the GPU is
+        """Count an HTTP thread that will wait on this GPU; GpuBusy at the cap while the GPU is
         slow, so a slow GPU holds at most ``max_waiting`` of the workers and the others stay
         free. A fast GPU is not capped: its waiters are gone within microseconds, and many
         clients polling one GPU at once must not be refused. A burst that came in before
@@ -127,13 +126,13 @@ class GpuWorker:
                 raise self._backed_up(self._waiting)
             self._waiting += 1
 
-    def _backed_up(self, waiting: int) -> TooManyRequests:
-        return TooManyRequests(f"GPU {self.device.index} is backed up: {waiting} requests are "
+    def _backed_up(self, waiting: int) -> GpuBusy:
+        return GpuBusy(f"GPU {self.device.index} is backed up: {waiting} requests are "
                                "already waiting for it; retry later.")
 
     def evict_if_backed_up(self, pending: Pending) -> None:
         """Called by a waiter every EVICT_CHECK_S: over the cap on a slow GPU, a command that
-        has not started is cancelled and its request answered 429, freeing its worker."""
+        has not started is cancelled and its request refused (GpuBusy), freeing its worker."""
         with self._count_lock:
             over = self._waiting > self.max_waiting and self.is_slow()
             waiting = self._waiting - 1
@@ -148,13 +147,36 @@ class GpuWorker:
         return self._queued
 
     def refuse_if_hung(self) -> None:
-        """504 at once, queueing nothing, while a call has overrun the limit: waiting
-        behind it would only tie up an HTTP worker thread for another timeout."""
-        stuck_s = self.stuck_for_s()
+        """GpuTimedOut at once, queueing nothing, while a call (a command's or a stream poll's) has
+        overrun the limit: waiting behind it would only tie up a thread for another timeout."""
+        name, stuck_s = self.longest_call()
         if stuck_s >= self.call_timeout_s:
-            raise DeviceTimeout(
-                f"GPU {self.device.index} is not responding: NVML call {self._current_name} "
+            raise GpuTimedOut(
+                f"GPU {self.device.index} is not responding: NVML call {name} "
                 f"has not returned for {stuck_s:.0f} s; nothing was queued")
+
+    def longest_call(self) -> tuple[str, float]:
+        """The call in flight on this GPU for the longest: the queue's command or the
+        stream poll beside it, with how long it has run (0 when idle)."""
+        started = self._poll_started
+        poll_s = 0.0 if started is None else time.monotonic() - started
+        command_s = self.stuck_for_s()
+        return (self._poll_name, poll_s) if poll_s > command_s else (self._current_name,
+                                                                      command_s)
+
+    def poll(self, job: Job, name: str):
+        """Run a stream's read on the calling thread, beside the queue, never behind it
+        (a long queue of writes must not stall the streams). It gets the same protection
+        as a queued command: a lost, hung or stopping GPU is not called, an NVML error is
+        noted in the GPU's shared health record, and a poll that overruns the call limit
+        makes the GPU hung for every request and /discover."""
+        self.refuse_if_unavailable()
+        self._poll_name = name
+        self._poll_started = time.monotonic()
+        try:
+            return job(self.device)
+        finally:
+            self._poll_started = None
 
     def stuck_for_s(self) -> float:
         """How long the call now running has run (0 when idle)."""
@@ -244,20 +266,25 @@ class GpuManager:
     def submit(self, index: int, job: Job, name: str, on_error=None, on_drop=None) -> Pending:
         return self._workers[index].submit(job, name, on_error, on_drop)
 
+    def poll(self, index: int, job: Job, name: str):
+        """A stream poller's read of one GPU: beside its queue, same health record and
+        hang detection (see ``GpuWorker.poll``)."""
+        return self._workers[index].poll(job, name)
+
     def health(self) -> dict[int, dict]:
         """Per GPU: {"state": "ok" | "lost" | "reset_required" | "hung", "error"?: text}."""
         out = {}
         for info, worker in zip(self.infos, self._workers):
             state = worker.device.health()
-            stuck_s = worker.stuck_for_s()
+            name, stuck_s = worker.longest_call()
             if state["state"] == "ok" and stuck_s >= self.call_timeout_s:
-                state = {"state": "hung", "error": f"NVML call {worker.current_call} has not "
+                state = {"state": "hung", "error": f"NVML call {name} has not "
                                                    f"returned for {stuck_s:.0f} s"}
             out[info.index] = state
         return out
 
     def wait(self, index: int, pending: Pending):
-        """The command's result; 504 if the GPU's current call overran the limit, or the
+        """The command's result; GpuTimedOut if the GPU's current call overran the limit, or the
         request's own deadline passed first."""
         worker = self._workers[index]
         check_at = time.monotonic() + self.call_timeout_s
@@ -282,18 +309,18 @@ class GpuManager:
                                                if stuck_s else self.call_timeout_s)
                 continue
             if pending.claim.acquire(blocking=False):  # not started: it never will be
-                raise DeviceTimeout(
+                raise GpuTimedOut(
                     f"GPU {index} did not answer within {self.call_timeout_s:g} s: NVML call "
                     f"{worker.current_call} has not returned; this command was not run")
             if pending.done.acquire(blocking=False):  # finished just now after all
                 pending.done.release()
                 continue
-            raise DeviceTimeout(f"NVML call {pending.name} on GPU {index} did not return "
+            raise GpuTimedOut(f"NVML call {pending.name} on GPU {index} did not return "
                                 f"within {self.call_timeout_s:g} s")
 
     def _past_deadline(self, index: int, pending: Pending):
         if pending.claim.acquire(blocking=False):  # not started: it never will be
-            raise DeviceTimeout(
+            raise GpuTimedOut(
                 f"GPU {index} did not get to this command within the request time limit "
                 f"({self._workers[index].backlog()} commands queued, running "
                 f"{self._workers[index].current_call or 'nothing'}); it was not run")
@@ -302,7 +329,7 @@ class GpuManager:
             if pending.error is not None:
                 raise pending.error
             return pending.result
-        raise DeviceTimeout(f"NVML call {pending.name} on GPU {index} was still running when "
+        raise GpuTimedOut(f"NVML call {pending.name} on GPU {index} was still running when "
                             "the request time limit ran out")
 
     def run_all(self, indices: Iterable[int], job: Job, name: str) -> dict[int, object]:
@@ -318,7 +345,7 @@ class GpuManager:
         out because they cannot answer now (lost, hung, backed up). Any other failure, or
         no GPU answering at all, is an AggregatedError as in ``run_all``."""
         results, errors = self._run(list(indices), job, name, skip_unavailable=True)
-        if not results or any(e.status not in UNAVAILABLE_STATUSES for e in errors.values()):
+        if not results or not all(e.gpu_unavailable for e in errors.values()):
             if errors:
                 raise AggregatedError(errors)
         return results, errors
@@ -333,7 +360,7 @@ class GpuManager:
                 try:
                     self._workers[i].refuse_if_unavailable()
                     if not self._workers[i].has_room():
-                        raise TooManyRequests(
+                        raise QueueFull(
                             f"Too many queued commands for GPU {i}; retry later.")
                     self._workers[i].start_waiting()
                     waiting.append(i)
@@ -367,7 +394,7 @@ class GpuManager:
             except BaseException as exc:  # noqa: BLE001 - mapped per GPU
                 errors[i] = device_error(exc)
             finally:
-                pending.free_slot()  # given up on (504): no longer waiting
+                pending.free_slot()  # given up on (timed out): no longer waiting
         return results
 
     def run_one(self, index: int, job: Job, name: str):
@@ -381,7 +408,7 @@ class GpuManager:
                    on_drop=None) -> None:
         """Queue ``job`` on every GPU and return at once (block=false).
 
-        All queues are checked for room first so a flood gets 429 before any is queued.
+        All queues are checked for room first so a flood gets QueueFull before any is queued.
         A later failure is handed to ``on_error(index, exc)`` and counted."""
         indices = list(indices)
         self._check_room(indices)
@@ -395,11 +422,11 @@ class GpuManager:
             self.submit(i, job, name, on_error=failed, on_drop=on_drop)
 
     def _check_room(self, indices: list[int]) -> None:
-        """503/504/429 before anything is queued when any listed GPU is lost, hung or full."""
+        """Refuse before anything is queued when any listed GPU is lost, hung or full."""
         for i in indices:
             self._workers[i].refuse_if_unavailable()
             if not self._workers[i].has_room():
-                raise TooManyRequests(f"Too many queued commands for GPU {i}; retry later.")
+                raise QueueFull(f"Too many queued commands for GPU {i}; retry later.")
 
     def drain(self, timeout_s: float) -> int:
         """At shutdown: refuse new commands, give queued ones ``timeout_s`` to run, and hand
@@ -411,7 +438,7 @@ class GpuManager:
         for worker in self._workers:
             for pending in worker.drain(until):
                 dropped += 1
-                pending.error = Unavailable("zeusd stopped before this command ran")
+                pending.error = ShuttingDown("zeusd stopped before this command ran")
                 pending.done.release()  # a request still waiting on it gets that answer
                 if pending.on_drop is not None:
                     pending.on_drop(worker.device.index, f"zeusd stopped after {timeout_s:g} s "

@@ -6,7 +6,7 @@ import threading
 import time
 
 from .. import operations as ops
-from ..errors import AggregatedError, BadRequest, Forbidden, Internal
+from ..errors import AggregatedError, DeviceFailure, PolicyDenied, UnknownDevice
 from ..clock import now_ms
 from ..identity import Caller
 from .gpu_manager import GpuManager
@@ -33,12 +33,12 @@ class ReadGate:
                 self.auditor.read_denied(caller=caller, group=self.group,
                                          gpu_index=index if gpu_scoped else None,
                                          decision=decision, policy_hash=policy.hash)
-                raise Forbidden(decision.message, rule=decision.rule)
+                raise PolicyDenied(decision.message, rule=decision.rule)
         if ids and not granted:
             decision = policy.decide_read(caller, self.group, ids[0])
             self.auditor.read_denied(caller=caller, group=self.group, gpu_index=None,
                                      decision=decision, policy_hash=policy.hash)
-            raise Forbidden(decision.message, rule=decision.rule)
+            raise PolicyDenied(decision.message, rule=decision.rule)
         return granted
 
 
@@ -59,7 +59,7 @@ class GpuReads:
         if gpu_ids is not None:
             for index in gpu_ids:
                 if not self.manager.has(index):
-                    raise BadRequest(f"GPU {index} not found")
+                    raise UnknownDevice(f"GPU {index} not found")
         return self.gate.allowed(caller, gpu_ids, self.manager.indices, gpu_scoped=True)
 
     def _per_gpu(self, caller, gpu_ids, job, name) -> PerGpu:
@@ -118,14 +118,14 @@ class CpuReads:
         if cpu_ids is not None:
             for index in cpu_ids:
                 if index not in indices:
-                    raise BadRequest(missing_text.format(index))
+                    raise UnknownDevice(missing_text.format(index))
         return self.gate.allowed(caller, cpu_ids, indices, gpu_scoped=False)
 
     def _read(self, index: int, cpu: bool, dram: bool):
         try:
             return self.cpus[index].read_energy_uj(cpu, dram)
         except Exception as exc:  # noqa: BLE001 - RaplError or OSError from sysfs
-            raise Internal(f"CPU {index}: {exc}") from None
+            raise DeviceFailure(f"CPU {index}: {exc}") from None
 
     def cumulative_energy(self, caller, cpu_ids, cpu: bool, dram: bool):
         out = {}
@@ -134,6 +134,21 @@ class CpuReads:
             out[str(index)] = {"cpu_energy_uj": cpu_uj if cpu else None,
                                "dram_energy_uj": dram_uj if dram else None}
         return out
+
+    def index_energy(self, caller, cpu_id: int, cpu: bool, dram: bool):
+        """Legacy POST /cpu/{id}/get_index_energy: one CPU's entry, upstream's wording."""
+        self._check_exists(cpu_id)
+        return self.cumulative_energy(caller, [cpu_id], cpu, dram)[str(cpu_id)]
+
+    def dram_available(self, caller, cpu_id: int) -> bool:
+        """Legacy GET /cpu/{id}/supports_dram_energy (upstream decides access first)."""
+        self.gate.allowed(caller, [cpu_id], [c.index for c in self.cpus], gpu_scoped=False)
+        self._check_exists(cpu_id)
+        return self.cpus[cpu_id].dram_available
+
+    def _check_exists(self, cpu_id: int) -> None:
+        if cpu_id >= len(self.cpus):
+            raise UnknownDevice(f"CPU index {cpu_id} does not exist.")
 
     def power(self, caller, cpu_ids):
         ids = self._ids(caller, cpu_ids, "CPU {} not found")
@@ -146,7 +161,7 @@ class CpuReads:
         for i in ids:
             (c0, d0), (c1, d1) = first[i], second[i]
             if (d0 is None) != (d1 is None):
-                errors[i] = Internal(
+                errors[i] = DeviceFailure(
                     f"CPU {i} did not return the energy data required for power measurement.")
                 continue
             out[str(i)] = {

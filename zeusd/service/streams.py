@@ -1,11 +1,16 @@
 """Demand-driven power pollers and the subscriptions of the SSE streams.
 
-One poller thread per device (upstream: one task per device, its own handle,
-independent of the GPU command queue). It sleeps while nobody subscribes, ticks
-at the configured rate while someone does, and pauses within one period after
-the last subscriber leaves. Each subscription keeps only the latest event per
-device, so a slow reader skips values instead of queueing them (upstream's
-``watch`` channel is lossy too).
+One poller thread per device (upstream: one task per device, independent of the
+GPU command queue). It sleeps while nobody subscribes, ticks at the configured
+rate while someone does, and pauses within one period after the last subscriber
+leaves. Each subscription keeps only the latest event per device, so a slow
+reader skips values instead of queueing them (upstream's ``watch`` channel is
+lossy too).
+
+A GPU poller reads through the GPU manager (``GpuManager.poll``): beside the
+GPU's command queue, not behind it, so a backlog of writes never stalls a
+stream, but with the queue's protection: a lost or hung GPU is not called, and
+a poll that hangs marks the GPU hung for requests and /discover too.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import time
 from typing import Callable
 
 from ..clock import now_ms
-from ..errors import BadRequest, TooManyRequests
+from ..errors import Internal, StreamLimit, UnknownDevice, ZeusdError
+from ..identity import Caller
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,21 @@ class Subscription:
             return events
 
 
+class ManagedGpuPower:
+    """One GPU's power as its poller reads it: through the GPU manager."""
+
+    def __init__(self, manager, index: int) -> None:
+        self.manager = manager
+        self.index = index
+
+    def get_power_mw(self) -> int:
+        return self.manager.poll(self.index, _read_power_mw, "get_power (stream)")
+
+
+def _read_power_mw(device) -> int:
+    return device.get_power_mw()
+
+
 class GpuPowerStep:
     """Upstream's GPU poll step: instantaneous power, published only when it changed."""
 
@@ -61,10 +82,12 @@ class GpuPowerStep:
         self.last_mw = None
 
     def tick(self) -> dict | None:
-        if getattr(self.device, "lost", None) is not None:
-            return None  # a lost GPU: said once in the log, not at every tick
         try:
             power_mw = int(self.device.get_power_mw())
+        except ZeusdError as exc:
+            if not exc.gpu_unavailable:  # lost or hung: said once elsewhere, not every tick
+                log.warning("GPU %d: power poll failed: %s", self.index, exc.message)
+            return None
         except Exception as exc:  # noqa: BLE001 - NvmlError or worse: warn and skip
             log.warning("GPU %d: power poll failed: %s", self.index, exc)
             return None
@@ -123,13 +146,27 @@ class CpuPowerStep:
         return max(after - before, 0) * 1000 // self.period_us
 
 
+class MonotonicClock:
+    """The poller's time: ``now()`` in seconds, and a wait that a stop cuts short.
+    Tests pass a clock they advance by hand instead of sleeping."""
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def wait(stop: threading.Event, delay_s: float) -> None:
+        stop.wait(delay_s)
+
+
 class Poller:
     """One device's poller thread; ``step`` is a GpuPowerStep or CpuPowerStep."""
 
-    def __init__(self, step, hz: float, name: str) -> None:
+    def __init__(self, step, hz: float, name: str, clock=MonotonicClock) -> None:
         self.step = step
         self.index = step.index
         self.period_s = 1.0 / max(hz, 1.0)
+        self.clock = clock
         self._cond = threading.Condition()
         self._subscribers: set[Subscription] = set()
         self._latest: dict | None = None
@@ -155,6 +192,12 @@ class Poller:
         with self._cond:
             return len(self._subscribers)
 
+    @property
+    def running(self) -> bool:
+        """Polling now (False: parked until someone subscribes)."""
+        with self._cond:
+            return self._running
+
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
@@ -178,7 +221,7 @@ class Poller:
 
     def _poll_while_subscribed(self) -> None:
         self.step.reset()
-        next_tick = time.monotonic()
+        next_tick = self.clock.now()
         while not self._stop.is_set():
             with self._cond:
                 if not self._subscribers:
@@ -189,10 +232,10 @@ class Poller:
             if event is not None:
                 self._publish(event)
             next_tick += self.period_s
-            delay = next_tick - time.monotonic()
+            delay = next_tick - self.clock.now()
             if delay < 0:  # fell behind: no burst of missed ticks
-                next_tick, delay = time.monotonic(), 0.0
-            self._stop.wait(delay)
+                next_tick, delay = self.clock.now(), 0.0
+            self.clock.wait(self._stop, delay)
 
     def _publish(self, event: dict) -> None:
         with self._cond:
@@ -206,8 +249,9 @@ class StreamHub:
 
     def __init__(self, gpu_pollers: dict[int, Poller], cpu_pollers: dict[int, Poller],
                  max_streams: int, keepalive_s: float = 15.0,
-                 max_per_caller: int | None = None) -> None:
+                 max_per_caller: int | None = None, gates: dict | None = None) -> None:
         self.pollers = {"gpu": gpu_pollers, "cpu": cpu_pollers}
+        self.gates = gates or {}  # kind -> reads.ReadGate; a kind without one is refused
         self.max_streams = max_streams
         self.max_per_caller = max_per_caller or max_streams
         self.keepalive_s = keepalive_s
@@ -222,11 +266,23 @@ class StreamHub:
             return available
         unknown = [i for i in ids if i not in self.pollers[kind]]
         if unknown:
-            raise BadRequest(f"Unknown {kind.upper()} indices: {unknown}. Available: {available}")
+            raise UnknownDevice(f"Unknown {kind.upper()} indices: {unknown}. Available: {available}")
         return ids
 
+    def start(self, caller: Caller, kind: str, requested: list[int] | None
+              ) -> tuple[list[int], Subscription]:
+        """A stream for ``caller``: the devices it follows (explicit ids must all exist and
+        be readable; none: every readable one) and its subscription. Close it after."""
+        ids = self.check_ids(kind, requested)
+        if ids:
+            gate = self.gates.get(kind)
+            if gate is None:  # fail closed: no stream without a read-permission check
+                raise Internal(f"no read permission check for {kind} streams")
+            ids = gate.allowed(caller, requested, ids, gpu_scoped=kind == "gpu")
+        return ids, self.open(kind, ids, _holder(caller))
+
     def open(self, kind: str, ids: list[int], holder: str | None = None) -> Subscription:
-        """Subscribe to ``ids``; 429 past the cap, or past the per-caller cap for ``holder``
+        """Subscribe to ``ids``; StreamLimit past the cap, or past the per-caller cap for ``holder``
         (None: exempt, i.e. root), so one reader cannot hold every slot. Close it after."""
         sub = Subscription()
         with self._lock:
@@ -234,11 +290,11 @@ class StreamHub:
                 sub.closed = True
                 return sub
             if len(self._open) >= self.max_streams:
-                raise TooManyRequests(f"Too many open power streams ({self.max_streams}); "
+                raise StreamLimit(f"Too many open power streams ({self.max_streams}); "
                                       "close one or retry later.")
             held = sum(1 for h in self._open.values() if h == holder) if holder else 0
             if held >= self.max_per_caller:
-                raise TooManyRequests(f"Too many open power streams for {holder} ({held}, the "
+                raise StreamLimit(f"Too many open power streams for {holder} ({held}, the "
                                       "limit per caller); close one or retry later.")
             self._open[sub] = holder
         for index in ids:
@@ -269,9 +325,20 @@ class StreamHub:
                 poller.stop()
 
 
+def _holder(caller: Caller) -> str | None:
+    """Who a stream slot counts against: the uid (not the process), or the token's subject.
+    Root is exempt."""
+    if caller.is_root:
+        return None
+    if caller.transport == "unix":
+        return f"uid {caller.uid}"
+    return caller.describe()
+
+
 def build_hub(gpu_devices: list, cpus: list, gpu_hz: float, cpu_hz: float, num_workers: int,
               keepalive_s: float = 15.0, per_caller: int = 0,
-              poller_factory: Callable[..., Poller] = Poller) -> StreamHub:
+              poller_factory: Callable[..., Poller] = Poller,
+              gates: dict | None = None) -> StreamHub:
     """Pollers for every device and the stream caps: leave two HTTP workers for other
     requests; one caller gets ``per_caller`` slots (0: a third of them, at least 2)."""
     gpu = {d.index: poller_factory(GpuPowerStep(d), gpu_hz, f"zeusd-gpu{d.index}-power")
@@ -281,4 +348,4 @@ def build_hub(gpu_devices: list, cpus: list, gpu_hz: float, cpu_hz: float, num_w
                                    f"zeusd-cpu{c.index}-power") for c in cpus}
     max_streams = max(1, num_workers - 2)
     return StreamHub(gpu, cpu, max_streams, keepalive_s,
-                     per_caller or max(2, max_streams // 3))
+                     per_caller or max(2, max_streams // 3), gates)

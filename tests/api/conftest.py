@@ -1,0 +1,8 @@
+import pytest
+
+from .fakes import Rig
+
+
+@pytest.fixture
+def rig() -> Rig:
+    return Rig()
