@@ -24,7 +24,7 @@ Tests observe the simulation through a *journal* (one JSON line per setter that
 succeeded: ``{"gpu": 0, "call": "nvmlDeviceSetPowerManagementLimit",
 "args": [250000], "t": 1762000000.1}``; persistence args are ``[true]`` or
 ``[false]``, resets ``[]``) and steer it with *faults* (``inject_fault`` or the
-spec file's ``faults``): ``error`` raises that NVML error, ``delay_s`` sleeps (on the clock),
+spec file's ``faults``): ``error`` raises that NVML error, ``delay_s`` sleeps,
 ``hang`` blocks until ``SimulatedBackend.release_hangs()`` (or ``close()``),
 ``lost`` makes every call on the GPU fail with ``GPU_IS_LOST`` from then on.
 ``after_calls`` / ``after_s`` delay a fault's start, ``times`` ends it.
@@ -34,6 +34,8 @@ it), exactly as a real lost GPU would; to lose it while serving, give
 ``release_hangs()`` releases every hang, current and later ones.
 Delays and hangs happen outside the GPU's lock, as a slow driver call would
 not stop other threads from queueing their own.
+Time (delays, latency, ``after_s``, power and energy) is the ``clock``'s, so tests
+can advance it by hand instead of sleeping.
 """
 
 from __future__ import annotations
