@@ -25,8 +25,8 @@ try:
 except ImportError:  # the Debian package ships its own copy
     from ._vendor import pynvml
 
-from .base import GpuBackend, GpuDevice
 from .errors import FUNCTION_NOT_FOUND, INVALID_ARGUMENT, NOT_SUPPORTED, NvmlError
+from .probe import BackendProbe, GpuProbe
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def _call(function: str, fn, *args):
         raise NvmlError(FUNCTION_NOT_FOUND, function) from err
 
 
-class NvmlGpu(GpuDevice):
+class NvmlGpu(GpuProbe):
     """One GPU behind an NVML handle. NVML itself is thread-safe."""
 
     def __init__(self, index: int, handle) -> None:
@@ -147,6 +147,8 @@ class NvmlGpu(GpuDevice):
             self._instant_power = False
         return None
 
+    # ----- the probe interface (the admin's tools only) -----
+
     def get_supported_memory_clocks_mhz(self) -> list[int]:
         """``nvidia-smi -i N --query-supported-clocks=mem --format=csv``."""
         return _call("nvmlDeviceGetSupportedMemoryClocks", pynvml.nvmlDeviceGetSupportedMemoryClocks, self._handle)
@@ -157,7 +159,7 @@ class NvmlGpu(GpuDevice):
                      self._handle, mem_clock_mhz)
 
 
-class NvmlBackend(GpuBackend):
+class NvmlBackend(BackendProbe):
     """All GPUs NVML sees, in NVML index order. Initialises NVML once."""
 
     kind = "nvml"

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 
 from ..clock import MonotonicClock
 from . import profiles as profiles_mod
-from .base import GpuBackend, GpuDevice
 from .errors import GPU_IS_LOST, INVALID_ARGUMENT, NOT_FOUND, NOT_SUPPORTED, NvmlError
+from .probe import BackendProbe, GpuProbe
 from .profiles import FaultSpec, Profile, SimSpec
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class _Journal:
             self._file.close()
 
 
-class SimulatedGpu(GpuDevice):
+class SimulatedGpu(GpuProbe):
     """One simulated GPU. Thread-safe: one lock guards its state."""
 
     def __init__(self, index: int, profile: Profile, journal: _Journal | None = None,
@@ -269,6 +269,8 @@ class SimulatedGpu(GpuDevice):
             self._advance()
             return int(self._average_mw)
 
+    # ----- the probe interface (the admin's tools only) -----
+
     def get_supported_memory_clocks_mhz(self) -> list[int]:
         self._enter("nvmlDeviceGetSupportedMemoryClocks")
         return list(self.profile.memory_clocks_mhz)
@@ -340,7 +342,7 @@ class SimulatedGpu(GpuDevice):
         return min(walked, float(self._power_limit_mw))
 
 
-class SimulatedBackend(GpuBackend):
+class SimulatedBackend(BackendProbe):
     """A set of simulated GPUs built from a ``SimSpec``."""
 
     kind = "simulated"
