@@ -13,7 +13,7 @@ from .config import ServeConfig
 from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL
 
-log = logging.getLogger("zeusd")
+log = logging.getLogger(__name__)
 # NVML calls that fail when the library or driver cannot start at all.
 INIT_FUNCTIONS = ("nvmlInit", "nvmlDeviceGetCount_v2")
 

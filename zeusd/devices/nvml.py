@@ -28,7 +28,7 @@ except ImportError:  # the Debian package ships its own copy
 from .errors import FUNCTION_NOT_FOUND, INVALID_ARGUMENT, NOT_SUPPORTED, NvmlError
 from .probe import BackendProbe, GpuProbe
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Errors meaning "this driver has no POWER_INSTANT field": use nvmlDeviceGetPowerUsage for good.
 _NO_INSTANT_FIELD = frozenset({NOT_SUPPORTED, INVALID_ARGUMENT, FUNCTION_NOT_FOUND})
@@ -142,7 +142,7 @@ class NvmlGpu(GpuProbe):
             raise NvmlError(code, function)
         with self._fallback_lock:
             if self._instant_power:
-                logger.info("GPU %d has no instantaneous power field (NVML code %d); "
+                log.info("GPU %d has no instantaneous power field (NVML code %d); "
                             "reading averaged power with nvmlDeviceGetPowerUsage", self.index, code)
             self._instant_power = False
         return None
@@ -177,7 +177,7 @@ class NvmlBackend(BackendProbe):
         except NvmlError:
             self.close()
             raise
-        logger.info("NVML initialised: driver %s, %d GPU(s)", self.driver_version(), count)
+        log.info("NVML initialised: driver %s, %d GPU(s)", self.driver_version(), count)
 
     def driver_version(self) -> str:
         """``nvidia-smi --query-gpu=driver_version``."""
@@ -197,4 +197,4 @@ class NvmlBackend(BackendProbe):
             try:
                 _call("nvmlShutdown", pynvml.nvmlShutdown)
             except NvmlError as err:
-                logger.warning("%s", err.message)
+                log.warning("%s", err.message)

@@ -54,7 +54,7 @@ from .errors import GPU_IS_LOST, INVALID_ARGUMENT, NOT_FOUND, NOT_SUPPORTED, Nvm
 from .probe import BackendProbe, GpuProbe
 from .profiles import FaultSpec, Profile, SimSpec
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DRIVER_VERSION = "580.159.04"
 _POWER_STEP_S = 0.05  # the random walk takes one step per 50 ms of the clock's time
@@ -262,7 +262,7 @@ class SimulatedGpu(GpuProbe):
             except NvmlError as err:
                 if err.code not in (NOT_SUPPORTED, INVALID_ARGUMENT):
                     raise
-                logger.warning("GPU %d: no POWER_INSTANT field (%s); using averaged power", self.index, err.text)
+                log.warning("GPU %d: no POWER_INSTANT field (%s); using averaged power", self.index, err.text)
                 self._instant_supported = False
         self._enter("nvmlDeviceGetPowerUsage")
         with self._lock:
@@ -358,7 +358,7 @@ class SimulatedBackend(BackendProbe):
             for gpu in self._gpus:
                 if fault.gpu in (None, gpu.index):
                     gpu.add_fault(fault)
-        logger.info("Simulating %d GPU(s): %s", len(self._gpus), ", ".join(p.key for p in spec.profiles))
+        log.info("Simulating %d GPU(s): %s", len(self._gpus), ", ".join(p.key for p in spec.profiles))
 
     @classmethod
     def from_spec(cls, spec: str, clock=MonotonicClock) -> SimulatedBackend:
