@@ -6,11 +6,12 @@ import argparse
 import sys
 
 from ..auth.tokens import issue, parse_duration_s
+from ..options import OneLineParser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zeusd token", description="Issue bearer tokens.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="zeusd token", description="Issue bearer tokens.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     issue_cmd = commands.add_parser("issue", help="print a signed token")
     issue_cmd.add_argument("--signing-key-path", required=True)
     issue_cmd.add_argument("--user", required=True)
