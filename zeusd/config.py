@@ -3,14 +3,14 @@ limits' LIMIT_OPTIONS), parsed once into a frozen ServeConfig built from that ta
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 
 from .devices.loader import BACKEND_KINDS, DEFAULT_SIMULATED_SPEC
 from .limits import LIMIT_OPTIONS, ServeLimits
 from .operations import API_GROUPS
-from .options import Option, config_class, field_values
+from .options import Option, config_class, digits_value, field_values, positive_float, \
+    whole_number
 from .policy.load import DEFAULT_POLICY_PATH
 
 DEFAULT_SOCKET_PATH = "/run/zeusd/zeusd.sock"
@@ -41,46 +41,18 @@ def parse_permissions(text: str) -> int:
     return value
 
 
-def _bounded_digits(text: str, max_digits: int) -> int | None:
-    """The value of plain ASCII digits (no sign, `_` or other scripts), length-checked
-    before int() so that no digit string is too long for it; None otherwise."""
-    if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > max_digits:
-        return None
-    return int(text)
-
-
 def parse_id(text: str) -> int:
     """--socket-uid / --socket-gid: a numeric id that chown(2) can set."""
-    value = _bounded_digits(text, 10)
+    value = digits_value(text, 10)
     if value is None or value > MAX_ID:
         raise ValueError(f"invalid id '{text[:20]}' (a number 0-{MAX_ID})")
-    return value
-
-
-def bounded_int(maximum: int):
-    """A converter for a positive integer flag of at most ``maximum``."""
-    def convert(text: str) -> int:
-        value = _bounded_digits(text, len(str(maximum)))
-        if value is None or not 1 <= value <= maximum:
-            raise ValueError(f"must be a whole number 1-{maximum}, got '{text[:20]}'")
-        return value
-    return convert
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number, got '{text[:20]}'") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"must be positive and finite, got {text[:20]}")
     return value
 
 
 def parse_tcp_address(text: str) -> str:
     """HOST:PORT or [V6]:PORT, checked before anything is bound."""
     host, sep, port = text.rpartition(":")
-    value = _bounded_digits(port, 5)
+    value = digits_value(port, 5)
     if not sep or not host or value is None or value > 65535:
         raise ValueError(f"invalid address '{text[:80]}' (expected HOST:PORT, port 0-65535)")
     return text
@@ -131,7 +103,7 @@ SERVE_OPTIONS = (
            metavar="GID"),
     Option("tcp_bind_address", str, "127.0.0.1:4938", "TCP address", parse_tcp_address,
            metavar="ADDR:PORT"),
-    Option("num_workers", int, 8, "HTTP worker threads", bounded_int(MAX_WORKERS), metavar="N"),
+    Option("num_workers", int, 8, "HTTP worker threads", whole_number(1, MAX_WORKERS), metavar="N"),
     Option("enabled_groups", frozenset, frozenset(API_GROUPS), "API groups to serve",
            parse_groups, metavar="GROUPS", flag="--enable", shown=",".join(API_GROUPS)),
     Option("gpu_power_poll_hz", float, 20.0, "GPU power samples per second for the streams",
@@ -154,11 +126,11 @@ SERVE_OPTIONS = (
            "read the CPUs' RAPL counters or simulate CPUs whose counters advance and wrap alike",
            choices=("rapl", "simulated")),
     Option("simulated_cpus", int, 2, "CPU packages of the simulated CPU backend",
-           bounded_int(MAX_SIMULATED_CPUS), metavar="N"),
+           whole_number(1, MAX_SIMULATED_CPUS), metavar="N"),
     Option("nvml_timeout_s", float, 10.0, "an NVML call running longer answers 504",
            positive_float, metavar="SECONDS"),
     Option("max_queue_per_gpu", int, 1024, "queued commands per GPU before 429",
-           bounded_int(MAX_QUEUE_PER_GPU), metavar="N"),
+           whole_number(1, MAX_QUEUE_PER_GPU), metavar="N"),
     Option("log_level", str, "info", "least severe log messages shown",
            choices=("debug", "info", "warning", "error")),
 )

@@ -3,59 +3,41 @@ their options (flag, default, help: one table), and the values derived from the 
 
 from __future__ import annotations
 
-from .options import Option, config_class
+from .options import Option, config_class, positive_float, whole_number
 
 
-def _positive(kind):
-    noun = "whole number" if kind is int else "number"
-
-    def convert(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise ValueError(f"must be a positive {noun}, got '{text[:20]}'") from None
-        if not value > 0:
-            raise ValueError(f"must be positive, got {text[:20]}")
-        return value
-    return convert
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"must be a whole number, got '{text[:20]}'") from None
-    if value < 0:
-        raise ValueError(f"must be 0 or more, got {text[:20]}")
-    return value
+MAX_COUNT = 1_000_000  # connections, waiting requests, streams: far above what a node needs
+MAX_BODY_BYTES = 1 << 30
+_COUNT = whole_number(1, MAX_COUNT)
+_COUNT_OR_AUTO = whole_number(0, MAX_COUNT)  # 0: derived from the worker count
 
 
 LIMIT_OPTIONS = (
-    Option("max_connections", int, 256, "open connections in all", _positive(int), metavar="N"),
+    Option("max_connections", int, 256, "open connections in all", _COUNT, metavar="N"),
     Option("reserved_connections", int, 32,
-           "of those, kept for root and callers the policy grants a write", _non_negative_int,
+           "of those, kept for root and callers the policy grants a write", _COUNT_OR_AUTO,
            metavar="N"),
     Option("max_connections_per_peer", int, 32,
-           "connections one Unix uid or TCP address may hold; root is exempt", _positive(int),
+           "connections one Unix uid or TCP address may hold; root is exempt", _COUNT,
            metavar="N"),
     Option("request_read_timeout_s", float, 10.0,
            "a request must arrive whole within this many seconds of its first byte",
-           _positive(float), metavar="SECONDS"),
-    Option("idle_timeout_s", float, 60.0, "close a connection idle this long", _positive(float),
+           positive_float, metavar="SECONDS"),
+    Option("idle_timeout_s", float, 60.0, "close a connection idle this long", positive_float,
            metavar="SECONDS"),
     Option("request_timeout_s", float, 30.0,
-           "a request's whole time in the daemon, queue waits included", _positive(float),
+           "a request's whole time in the daemon, queue waits included", positive_float,
            metavar="SECONDS"),
     Option("max_body_bytes", int, 16384, "larger request bodies answer 413 unread",
-           _positive(int), metavar="N"),
+           whole_number(1, MAX_BODY_BYTES), metavar="N"),
     Option("max_waiting_per_gpu", int, 0,
-           "while a GPU is slow, requests waiting on it at once before 429", _non_negative_int,
+           "while a GPU is slow, requests waiting on it at once before 429", _COUNT_OR_AUTO,
            metavar="N", shown="0: half of --num-workers"),
-    Option("max_streams_per_caller", int, 0, "open power streams per caller", _non_negative_int,
+    Option("max_streams_per_caller", int, 0, "open power streams per caller", _COUNT_OR_AUTO,
            metavar="N", shown="0: a third of the stream slots, at least 2"),
     Option("shutdown_timeout_s", float, 30.0,
            "at SIGTERM, time to apply acknowledged writes before they are dropped",
-           _positive(float), metavar="SECONDS"),
+           positive_float, metavar="SECONDS"),
 )
 
 

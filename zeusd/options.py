@@ -4,6 +4,7 @@ one table row, from which both argparse and the frozen configuration class are b
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -61,6 +62,34 @@ def config_class(options: tuple[Option, ...]):
 
 def field_values(options: tuple[Option, ...], args: argparse.Namespace) -> dict[str, Any]:
     return {option.field: getattr(args, option.dest) for option in options}
+
+
+def digits_value(text: str, max_digits: int) -> int | None:
+    """The value of plain ASCII digits (no sign, `_` or other scripts), length-checked
+    before int() so that no digit string is too long for it; None otherwise."""
+    if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > max_digits:
+        return None
+    return int(text)
+
+
+def whole_number(minimum: int, maximum: int):
+    """A converter for a whole-number flag in ``minimum..maximum``."""
+    def convert(text: str) -> int:
+        value = digits_value(text, len(str(maximum)))
+        if value is None or not minimum <= value <= maximum:
+            raise ValueError(f"must be a whole number {minimum}-{maximum}, got '{text[:20]}'")
+        return value
+    return convert
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"must be a number, got '{text[:20]}'") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"must be positive and finite, got {text[:20]}")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):
