@@ -1,45 +1,24 @@
-"""The daemon's configuration, parsed once into a frozen object."""
+"""The daemon's configuration: every `serve` option in one table (SERVE_OPTIONS, with the
+limits' LIMIT_OPTIONS), parsed once into a frozen ServeConfig built from that table."""
 
 from __future__ import annotations
 
-import math
 import os
 import stat
-from dataclasses import dataclass
 
-from .limits import ServeLimits
+from .devices.loader import BACKEND_KINDS, DEFAULT_SIMULATED_SPEC
+from .limits import LIMIT_OPTIONS, ServeLimits
 from .operations import API_GROUPS
+from .options import Option, config_class, digits_value, field_values, positive_float, \
+    whole_number
+from .policy.load import DEFAULT_POLICY_PATH
 
 DEFAULT_SOCKET_PATH = "/run/zeusd/zeusd.sock"
-DEFAULT_TCP_ADDRESS = "127.0.0.1:4938"
-DEFAULT_POLICY_PATH = "/etc/zeusd/policy.toml"
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "leave unchanged" to chown(2)
 MAX_UNIX_PATH_BYTES = 107  # sun_path holds 108 bytes with the terminating NUL
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    mode: str = "uds"
-    socket_path: str = DEFAULT_SOCKET_PATH
-    socket_permissions: int = 0o666
-    socket_uid: int | None = None
-    socket_gid: int | None = None
-    tcp_bind_address: str = DEFAULT_TCP_ADDRESS
-    num_workers: int = 8
-    enabled_groups: frozenset = frozenset(API_GROUPS)
-    gpu_power_poll_hz: float = 20.0
-    cpu_power_poll_hz: float = 10.0
-    signing_key_path: str | None = None
-    gpu_backend: str = "nvml"
-    simulated_gpus: str | None = None
-    policy_path: str = DEFAULT_POLICY_PATH
-    rapl_root: str | None = None
-    cpu_backend: str = "rapl"  # "simulated": zeusd.devices.simulated_rapl (demo, no RAPL)
-    simulated_cpus: int = 2
-    nvml_timeout_s: float = 10.0
-    max_queue_per_gpu: int = 1024
-    log_level: str = "info"
-    limits: ServeLimits = ServeLimits()
+MAX_WORKERS = 1024
+MAX_QUEUE_PER_GPU = 1_000_000
+MAX_SIMULATED_CPUS = 256
 
 
 def parse_groups(text: str) -> frozenset:
@@ -62,46 +41,18 @@ def parse_permissions(text: str) -> int:
     return value
 
 
-def _bounded_digits(text: str, max_digits: int) -> int | None:
-    """The value of plain ASCII digits (no sign, `_` or other scripts), length-checked
-    before int() so that no digit string is too long for it; None otherwise."""
-    if not text.isascii() or not text.isdigit() or len(text.lstrip("0")) > max_digits:
-        return None
-    return int(text)
-
-
 def parse_id(text: str) -> int:
     """--socket-uid / --socket-gid: a numeric id that chown(2) can set."""
-    value = _bounded_digits(text, 10)
+    value = digits_value(text, 10)
     if value is None or value > MAX_ID:
         raise ValueError(f"invalid id '{text[:20]}' (a number 0-{MAX_ID})")
-    return value
-
-
-def bounded_int(maximum: int):
-    """A converter for a positive integer flag of at most ``maximum``."""
-    def convert(text: str) -> int:
-        value = _bounded_digits(text, len(str(maximum)))
-        if value is None or not 1 <= value <= maximum:
-            raise ValueError(f"must be a whole number 1-{maximum}, got '{text[:20]}'")
-        return value
-    return convert
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"must be a number, got '{text[:20]}'") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"must be positive and finite, got {text[:20]}")
     return value
 
 
 def parse_tcp_address(text: str) -> str:
     """HOST:PORT or [V6]:PORT, checked before anything is bound."""
     host, sep, port = text.rpartition(":")
-    value = _bounded_digits(port, 5)
+    value = digits_value(port, 5)
     if not sep or not host or value is None or value > 65535:
         raise ValueError(f"invalid address '{text[:80]}' (expected HOST:PORT, port 0-65535)")
     return text
@@ -130,3 +81,72 @@ def check_socket_path(path: str) -> None:
         if not stat.S_ISDIR(mode):
             raise ValueError(f"--socket-path {path}: {ancestor} is not a directory")
         return
+
+
+def simulated_spec(text: str) -> str:
+    """Checked while parsing, so a typo is an argument error (exit 2), not a failed start."""
+    from .devices.profiles import parse_spec
+
+    parse_spec(text)
+    return text
+
+
+SERVE_OPTIONS = (
+    Option("mode", str, "uds", "listen on a Unix socket or TCP; ignored under socket activation",
+           choices=("uds", "tcp")),
+    Option("socket_path", str, DEFAULT_SOCKET_PATH, "Unix socket path", metavar="PATH"),
+    Option("socket_permissions", int, 0o666, "octal mode of the socket file", parse_permissions,
+           metavar="MODE", shown="666"),
+    Option("socket_uid", int | None, None, "owner of the socket file (numeric)", parse_id,
+           metavar="UID"),
+    Option("socket_gid", int | None, None, "group of the socket file (numeric)", parse_id,
+           metavar="GID"),
+    Option("tcp_bind_address", str, "127.0.0.1:4938", "TCP address", parse_tcp_address,
+           metavar="ADDR:PORT"),
+    Option("num_workers", int, 8, "HTTP worker threads", whole_number(1, MAX_WORKERS), metavar="N"),
+    Option("enabled_groups", frozenset, frozenset(API_GROUPS), "API groups to serve",
+           parse_groups, metavar="GROUPS", flag="--enable", shown=",".join(API_GROUPS)),
+    Option("gpu_power_poll_hz", float, 20.0, "GPU power samples per second for the streams",
+           positive_float, metavar="HZ"),
+    Option("cpu_power_poll_hz", float, 10.0,
+           "CPU power samples per second; also /cpu/get_power's window", positive_float,
+           metavar="HZ"),
+    Option("signing_key_path", str | None, None,
+           "require HS256 bearer tokens signed with this file's bytes", metavar="FILE"),
+    Option("gpu_backend", str, "nvml", "talk to the GPUs through NVML or simulate them",
+           choices=BACKEND_KINDS),
+    Option("simulated_gpus", str | None, None,
+           "simulated GPUs: e.g. h200x4, a100x8, or a JSON profile path", simulated_spec,
+           metavar="SPEC", shown=DEFAULT_SIMULATED_SPEC),
+    Option("policy_path", str, DEFAULT_POLICY_PATH, "the policy file", metavar="PATH",
+           flag="--policy"),
+    Option("rapl_root", str | None, None, "RAPL powercap directory", metavar="DIR",
+           shown="/zeus_sys/... or /sys/class/powercap/intel-rapl"),
+    Option("cpu_backend", str, "rapl",
+           "read the CPUs' RAPL counters or simulate CPUs whose counters advance and wrap alike",
+           choices=("rapl", "simulated")),
+    Option("simulated_cpus", int, 2, "CPU packages of the simulated CPU backend",
+           whole_number(1, MAX_SIMULATED_CPUS), metavar="N"),
+    Option("nvml_timeout_s", float, 10.0, "an NVML call running longer answers 504",
+           positive_float, metavar="SECONDS"),
+    Option("max_queue_per_gpu", int, 1024, "queued commands per GPU before 429",
+           whole_number(1, MAX_QUEUE_PER_GPU), metavar="N"),
+    Option("log_level", str, "info", "least severe log messages shown",
+           choices=("debug", "info", "warning", "error")),
+)
+ALL_SERVE_OPTIONS = SERVE_OPTIONS + LIMIT_OPTIONS
+
+
+@config_class(SERVE_OPTIONS)
+class ServeConfig:
+    """One field per row of SERVE_OPTIONS, then the limits."""
+
+    limits: ServeLimits = ServeLimits()
+
+
+def serve_config(args) -> ServeConfig:
+    """The configuration from parsed `serve` arguments; ValueError for limits that conflict."""
+    limits = ServeLimits(**field_values(LIMIT_OPTIONS, args))
+    limits.check()
+    return ServeConfig(**field_values(SERVE_OPTIONS, args), limits=limits)
+

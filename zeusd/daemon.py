@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .service.reads import CpuReads, GpuReads
     from .service.streams import StreamHub
 
-log = logging.getLogger("zeusd")
+log = logging.getLogger(__name__)
 # NVML calls that fail when the library or driver cannot start at all.
 INIT_FUNCTIONS = ("nvmlInit", "nvmlDeviceGetCount_v2")
 

@@ -77,6 +77,9 @@ def test_serve_help_lists_the_serve_flags():
     (("--gpu-backend", "cuda"), "invalid choice: 'cuda'"),
     (("--cpu-backend", "msr"), "invalid choice: 'msr'"),
     (("--simulated-cpus", "0"), "must be a whole number 1-256, got '0'"),
+    (("--max-connections", "0"), "must be a whole number 1-1000000, got '0'"),
+    (("--max-waiting-per-gpu", "-1"), "must be a whole number 0-1000000, got '-1'"),
+    (("--idle-timeout-s", "inf"), "must be positive and finite, got inf"),
     (("--frobnicate",), "unrecognized arguments: --frobnicate"),
 ])
 @pytest.mark.parametrize("serve", [True, False], ids=["serve", "flags-only"])

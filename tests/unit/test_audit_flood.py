@@ -19,10 +19,7 @@ from zeusd.identity import Caller
 from zeusd.operations import GpuChange
 from zeusd.policy import Decision
 
-try:
-    from .test_audit import parse_journal
-except ImportError:
-    from test_audit import parse_journal
+from tests.unit.test_audit import parse_journal
 
 DENY = Decision(False, "ml-team", "outside the range", True)
 ALLOW = Decision(True, "ml-team", "", True)

@@ -12,10 +12,7 @@ from zeusd.operations import GpuChange
 from zeusd.policy import Decision, load_policy
 from zeusd.policy.load import builtin_policy
 
-try:
-    from .policy_util import unix_caller, unix_ids, write_policy  # noqa: F401 (fixture)
-except ImportError:
-    from policy_util import unix_caller, unix_ids, write_policy  # noqa: F401 (fixture)
+from tests.support.policy_files import unix_caller, write_policy
 
 POLICY = '''
 [defaults]

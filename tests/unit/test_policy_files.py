@@ -10,10 +10,7 @@ import pytest
 from zeusd.policy import DEFAULT_POLICY_PATH, PolicyError, load_policy
 from zeusd.policy.load import BUILTIN_SOURCE, MAX_POLICY_BYTES, check_descriptor
 
-try:
-    from .policy_util import needs_root, write_policy
-except ImportError:
-    from policy_util import needs_root, write_policy
+from tests.support.policy_files import needs_root, write_policy
 
 GOOD = '[defaults]\noperations = ["gpu-read"]\n'
 

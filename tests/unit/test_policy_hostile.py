@@ -10,12 +10,8 @@ import pytest
 
 from zeusd.policy.model import Range
 
-try:
-    from .policy_util import write_policy
-    from .test_policy_parse import RULE, error_of, load_text
-except ImportError:
-    from policy_util import write_policy
-    from test_policy_parse import RULE, error_of, load_text
+from tests.support.policy_files import write_policy
+from tests.unit.test_policy_parse import RULE, error_of, load_text
 
 POWER_LINE = 15  # the {extra} line of RULE
 

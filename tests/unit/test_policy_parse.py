@@ -10,10 +10,7 @@ import pytest
 from zeusd.policy import PolicyError, load_policy
 from zeusd.policy.model import Range
 
-try:
-    from .policy_util import write_policy
-except ImportError:
-    from policy_util import write_policy
+from tests.support.policy_files import write_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

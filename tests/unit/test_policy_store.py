@@ -13,10 +13,7 @@ from zeusd import operations as ops
 from zeusd.operations import GpuChange
 from zeusd.policy import PolicyError, PolicyStore
 
-try:
-    from .policy_util import unix_caller, write_policy
-except ImportError:
-    from policy_util import unix_caller, write_policy
+from tests.support.policy_files import unix_caller, write_policy
 
 READS = '[defaults]\noperations = ["gpu-read", "cpu-read"]\n'
 WRITES = '[defaults]\noperations = ["gpu-read", "cpu-read", "set_power_limit"]\n'

@@ -14,13 +14,16 @@ from zeusd.devices import errors
 from zeusd.devices.errors import NvmlError
 from zeusd.devices.loader import open_backend
 from zeusd.devices.profiles import PROFILES, parse_spec
+from tests.support.clock import ManualClock
 from zeusd.devices.simulated import SimulatedBackend
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "nvml"
 
 
-def gpu0(spec: str = "h200"):
-    return SimulatedBackend.from_spec(spec).devices()[0]
+def gpu0(spec: str = "h200", clock=None):
+    if clock is None:
+        return SimulatedBackend.from_spec(spec).devices()[0]
+    return SimulatedBackend.from_spec(spec, clock).devices()[0]
 
 
 def assert_nvml_error(excinfo, code: int, function: str) -> None:
@@ -264,14 +267,15 @@ def test_graphics_clocks_of_an_unknown_memory_clock_is_not_found():
 
 
 def test_idle_power_is_plausible_and_energy_integrates_it():
-    gpu = gpu0()
+    clock = ManualClock()
+    gpu = gpu0(clock=clock)
     start_mj = gpu.get_total_energy_mj()
     readings = []
-    began = time.monotonic()
+    began = clock.now()
     for _ in range(8):
-        time.sleep(0.06)
+        clock.advance(0.06)
         readings.append(gpu.get_power_mw())
-    elapsed_s = time.monotonic() - began
+    elapsed_s = clock.now() - began
     assert all(70_000 <= p <= 80_000 for p in readings)
     assert len(set(readings)) > 1  # it moves
     gained_mj = gpu.get_total_energy_mj() - start_mj
@@ -280,14 +284,15 @@ def test_idle_power_is_plausible_and_energy_integrates_it():
 
 
 def test_power_never_exceeds_the_limit_under_load():
-    gpu = gpu0()
+    clock = ManualClock()
+    gpu = gpu0(clock=clock)
     gpu.set_load(1.0)
-    time.sleep(0.06)
+    clock.advance(0.06)
     assert gpu.get_power_mw() > 600_000
     gpu.set_power_limit_mw(300_000)
     for _ in range(5):
         assert gpu.get_power_mw() <= 300_000
-        time.sleep(0.055)
+        clock.advance(0.055)
 
 
 def test_energy_is_monotonic_across_threads():
@@ -402,14 +407,15 @@ def test_fault_only_hits_its_gpu_and_call(tmp_path):
 
 
 def test_delay_fault():
-    gpu = gpu0()
+    clock = ManualClock()
+    gpu = gpu0(clock=clock)
     gpu.inject_fault("nvmlDeviceGetPowerManagementLimit", delay_s=0.2, times=1)
-    began = time.monotonic()
+    began = clock.now()
     assert gpu.get_power_limit_mw() == 700_000
-    assert time.monotonic() - began >= 0.2
-    began = time.monotonic()
+    assert clock.now() - began >= 0.2
+    began = clock.now()
     gpu.get_power_limit_mw()
-    assert time.monotonic() - began < 0.1
+    assert clock.now() - began < 0.1
 
 
 def test_hang_fault_blocks_until_released_without_blocking_other_calls():
@@ -443,10 +449,13 @@ def test_lost_after_calls_keeps_start_up_working(tmp_path):
 
 
 def test_lost_after_seconds():
-    gpu = gpu0()
+    clock = ManualClock()
+    gpu = gpu0(clock=clock)
     gpu.inject_fault(lost=True, after_s=0.15)
     assert gpu.name() == "NVIDIA H200"
-    time.sleep(0.2)
+    clock.advance(0.1)
+    assert gpu.name() == "NVIDIA H200"
+    clock.advance(0.1)
     with pytest.raises(NvmlError) as excinfo:
         gpu.name()
     assert_nvml_error(excinfo, errors.GPU_IS_LOST, "nvmlDeviceGetName")
@@ -470,16 +479,17 @@ def test_inject_fault_validates():
 
 
 def test_fixture_latency_slows_energy_reads(tmp_path):
-    fast = SimulatedBackend.from_spec(write_spec(tmp_path, {"latency": "none"})).devices()[0]
+    clock = ManualClock()
+    fast = gpu0(write_spec(tmp_path, {"latency": "none"}), clock)
     slow_path = tmp_path / "slow.json"
     slow_path.write_text(json.dumps({"latency": "fixture"}))
-    slow = SimulatedBackend.from_spec(str(slow_path)).devices()[0]
+    slow = gpu0(str(slow_path), clock)
 
     def timed(gpu):
-        began = time.monotonic()
+        began = clock.now()
         for _ in range(10):
             gpu.get_total_energy_mj()
-        return time.monotonic() - began
+        return clock.now() - began
 
     assert timed(slow) >= 10 * 0.003  # p50 3.03 ms per nvmlDeviceGetTotalEnergyConsumption
     assert timed(fast) < 0.01

@@ -12,6 +12,8 @@ import os
 import stat
 import sys
 
+from ..config import DEFAULT_SOCKET_PATH
+from ..devices.loader import BACKEND_KINDS
 from . import host
 from .devices import (admitted_majors, char_devices, check_allow_list, systemctl_device_allow,
                       unit_device_allow)
@@ -19,7 +21,6 @@ from .gpus import gpu_check, open_gpus, persistence_check
 from .report import INFO, NOT_CHECKED, OK, PROBLEM, WARNING, Check, problems, render_json, \
     render_text
 
-DEFAULT_SOCKET = "/run/zeusd/zeusd.sock"
 EXPECTED_SOCKET = ("root", "zeusd", "0660")  # zeusd.socket's SocketUser/SocketGroup/SocketMode
 
 
@@ -27,10 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zeusd doctor", description=(
         "Check that this node is ready for zeusd: driver, device access under the unit's "
         "sandbox, GPUs, socket, policy. Read-only unless --write-check."))
-    p.add_argument("--gpu-backend", choices=("nvml", "simulated"), default="nvml")
+    p.add_argument("--gpu-backend", choices=BACKEND_KINDS, default="nvml")
     p.add_argument("--simulated-gpus", metavar="SPEC", default=None)
     p.add_argument("--policy", default="/etc/zeusd/policy.toml", metavar="PATH")
-    p.add_argument("--socket-path", default=DEFAULT_SOCKET)
+    p.add_argument("--socket-path", default=DEFAULT_SOCKET_PATH)
     p.add_argument("--unit-file", metavar="PATH", default=None,
                    help="read DeviceAllow= from this unit file instead of systemd")
     p.add_argument("--write-check", action="store_true",
@@ -202,7 +203,7 @@ def socket_check(path: str) -> Check:
 
 def policy_check(path: str) -> Check:
     from ..policy import PolicyError, load_policy
-    from ..policy.describe import describe_policy
+    from .policy_text import describe_policy
 
     try:
         policy = load_policy(path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from ..devices.diagnose import diagnose_init_failure
 from ..devices.errors import ERROR_TEXT, NO_PERMISSION, NOT_SUPPORTED, NvmlError
-from ..devices.loader import open_backend
+from ..devices.probe import open_probe
 from .report import INFO, NOT_CHECKED, OK, PROBLEM, Check
 
 WRITE_CHECK_HINT = "not checked (--write-check writes each GPU's current value back)"
@@ -17,7 +17,7 @@ CLOCKS_NOT_CHECKED = ("locked clocks: not checked (NVML cannot read a locked clo
 def open_gpus(kind: str, spec: str | None, dev_root: str, proc_root: str):
     """(Check, backend or None)."""
     try:
-        backend = open_backend(kind, spec)
+        backend = open_probe(kind, spec)
     except NvmlError as exc:
         d = diagnose_init_failure(exc, dev_root=dev_root, proc_root=proc_root)
         return Check("gpu library", PROBLEM, f"{exc.function} failed ({exc.text}); likely "

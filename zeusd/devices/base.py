@@ -1,4 +1,6 @@
-"""The narrow interface every GPU backend implements (NVML and simulated).
+"""The narrow interface every GPU backend implements (NVML and simulated): what the
+daemon calls, and nothing else. What only the admin's tools read (supported clocks,
+library versions) is the separate probe interface in probe.py.
 
 All methods are synchronous and may block; the GPU manager calls them on one
 worker thread per GPU. Every failure is raised as ``NvmlError`` with NVML's own
@@ -73,12 +75,6 @@ class GpuDevice(abc.ABC):
         """Instantaneous power: the POWER_INSTANT field where the driver has it,
         else nvmlDeviceGetPowerUsage (averaged)."""
 
-    @abc.abstractmethod
-    def get_supported_memory_clocks_mhz(self) -> list[int]: ...
-
-    @abc.abstractmethod
-    def get_supported_graphics_clocks_mhz(self, mem_clock_mhz: int) -> list[int]: ...
-
     def info(self) -> GpuInfo:
         """Static facts for /discover. Probes the energy counter once, as upstream:
         NOT_SUPPORTED means no counter (pre-Volta); any other error propagates."""
@@ -98,13 +94,6 @@ class GpuBackend(abc.ABC):
     """A set of GPUs. ``open()`` initialises the library once."""
 
     kind: str  # "nvml" or "simulated"
-
-    @abc.abstractmethod
-    def driver_version(self) -> str: ...
-
-    def library_version(self) -> str | None:
-        """The GPU library's own version (NVML's), where it has one."""
-        return None
 
     @abc.abstractmethod
     def devices(self) -> list[GpuDevice]:

@@ -25,10 +25,10 @@ try:
 except ImportError:  # the Debian package ships its own copy
     from ._vendor import pynvml
 
-from .base import GpuBackend, GpuDevice
 from .errors import FUNCTION_NOT_FOUND, INVALID_ARGUMENT, NOT_SUPPORTED, NvmlError
+from .probe import BackendProbe, GpuProbe
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Errors meaning "this driver has no POWER_INSTANT field": use nvmlDeviceGetPowerUsage for good.
 _NO_INSTANT_FIELD = frozenset({NOT_SUPPORTED, INVALID_ARGUMENT, FUNCTION_NOT_FOUND})
@@ -47,7 +47,7 @@ def _call(function: str, fn, *args):
         raise NvmlError(FUNCTION_NOT_FOUND, function) from err
 
 
-class NvmlGpu(GpuDevice):
+class NvmlGpu(GpuProbe):
     """One GPU behind an NVML handle. NVML itself is thread-safe."""
 
     def __init__(self, index: int, handle) -> None:
@@ -142,10 +142,12 @@ class NvmlGpu(GpuDevice):
             raise NvmlError(code, function)
         with self._fallback_lock:
             if self._instant_power:
-                logger.info("GPU %d has no instantaneous power field (NVML code %d); "
+                log.info("GPU %d has no instantaneous power field (NVML code %d); "
                             "reading averaged power with nvmlDeviceGetPowerUsage", self.index, code)
             self._instant_power = False
         return None
+
+    # ----- the probe interface (the admin's tools only) -----
 
     def get_supported_memory_clocks_mhz(self) -> list[int]:
         """``nvidia-smi -i N --query-supported-clocks=mem --format=csv``."""
@@ -157,7 +159,7 @@ class NvmlGpu(GpuDevice):
                      self._handle, mem_clock_mhz)
 
 
-class NvmlBackend(GpuBackend):
+class NvmlBackend(BackendProbe):
     """All GPUs NVML sees, in NVML index order. Initialises NVML once."""
 
     kind = "nvml"
@@ -175,7 +177,7 @@ class NvmlBackend(GpuBackend):
         except NvmlError:
             self.close()
             raise
-        logger.info("NVML initialised: driver %s, %d GPU(s)", self.driver_version(), count)
+        log.info("NVML initialised: driver %s, %d GPU(s)", self.driver_version(), count)
 
     def driver_version(self) -> str:
         """``nvidia-smi --query-gpu=driver_version``."""
@@ -195,4 +197,4 @@ class NvmlBackend(GpuBackend):
             try:
                 _call("nvmlShutdown", pynvml.nvmlShutdown)
             except NvmlError as err:
-                logger.warning("%s", err.message)
+                log.warning("%s", err.message)

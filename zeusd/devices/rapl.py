@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SYS_RAPL_ROOT = Path("/sys/class/powercap/intel-rapl")
 CONTAINER_RAPL_ROOT = Path("/zeus_sys/class/powercap/intel-rapl")
@@ -34,7 +34,7 @@ class RaplError(Exception):
 def default_rapl_root() -> Path:
     """The container bind-mount if present, else the host's sysfs path."""
     if CONTAINER_RAPL_ROOT.exists():
-        logger.info("Reading RAPL through the container mount at %s", CONTAINER_RAPL_ROOT)
+        log.info("Reading RAPL through the container mount at %s", CONTAINER_RAPL_ROOT)
         return CONTAINER_RAPL_ROOT
     return SYS_RAPL_ROOT
 
@@ -162,9 +162,9 @@ def discover_rapl(root: Path | str | None = None) -> list[RaplCpu]:
     try:
         count = len(_zone_dirs(root))
     except OSError as err:
-        logger.warning("RAPL not available: cannot read %s (%s); serving 0 CPUs", root, err.strerror or err)
+        log.warning("RAPL not available: cannot read %s (%s); serving 0 CPUs", root, err.strerror or err)
         return []
     cpus = [_open_cpu(root, index) for index in range(count)]
     for cpu in cpus:
-        logger.info("CPU %d: RAPL zone %s%s", cpu.index, cpu.package.name, " with DRAM" if cpu.dram else "")
+        log.info("CPU %d: RAPL zone %s%s", cpu.index, cpu.package.name, " with DRAM" if cpu.dram else "")
     return cpus

@@ -15,7 +15,7 @@ Behaviour follows NVML, error codes and function names included:
   ``NOT_FOUND``, as in NVML.
 - Power takes a bounded random walk around the profile's idle power (plus a
   load set with ``set_load``), never above the power limit. The energy counter
-  integrates power over wall time, so it is monotonic.
+  integrates power over the clock's time, so it is monotonic.
 - Profiles without the POWER_INSTANT field answer ``get_power_mw`` from
   ``nvmlDeviceGetPowerUsage`` (averaged), as the NVML backend does; profiles
   without an energy counter raise ``NOT_SUPPORTED``.
@@ -35,6 +35,8 @@ it), exactly as a real lost GPU would; to lose it while serving, give
 ``release_hangs()`` releases every hang, current and later ones.
 Delays and hangs happen outside the GPU's lock, as a slow driver call would
 not stop other threads from queueing their own.
+Time (delays, latency, ``after_s``, power and energy) is the ``clock``'s, so tests
+can advance it by hand instead of sleeping.
 """
 
 from __future__ import annotations
@@ -48,15 +50,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from ..clock import MonotonicClock
 from . import profiles as profiles_mod
-from .base import GpuBackend, GpuDevice
 from .errors import GPU_IS_LOST, INVALID_ARGUMENT, NOT_FOUND, NOT_SUPPORTED, NvmlError
+from .probe import BackendProbe, GpuProbe
 from .profiles import FaultSpec, Profile, SimSpec
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DRIVER_VERSION = "580.159.04"
-_POWER_STEP_S = 0.05  # the random walk takes one step per 50 ms of wall time
+_POWER_STEP_S = 0.05  # the random walk takes one step per 50 ms of the clock's time
 _AVERAGE_WINDOW_S = 1.0  # nvmlDeviceGetPowerUsage averages over about a second
 
 
@@ -99,12 +102,14 @@ class _Journal:
             self._file.close()
 
 
-class SimulatedGpu(GpuDevice):
+class SimulatedGpu(GpuProbe):
     """One simulated GPU. Thread-safe: one lock guards its state."""
 
     def __init__(self, index: int, profile: Profile, journal: _Journal | None = None,
-                 latency: bool = False, release: threading.Event | None = None) -> None:
+                 latency: bool = False, release: threading.Event | None = None,
+                 clock=MonotonicClock) -> None:
         self.index = index
+        self._clock = clock  # now() and sleep(s): delays, faults' after_s, power and energy
         self.profile = profile
         self._journal = journal
         self._latency = latency
@@ -122,7 +127,7 @@ class SimulatedGpu(GpuDevice):
         self._power_mw = float(profile.idle_power_mw)
         self._average_mw = self._power_mw
         self._energy_mj = float(profile.initial_energy_mj + index * 1_000)
-        self._updated_at = time.monotonic()
+        self._updated_at = clock.now()
         self._instant_supported = profile.instant_power
 
     # ----- faults and state, for tests -----
@@ -140,7 +145,7 @@ class SimulatedGpu(GpuDevice):
     def add_fault(self, spec: FaultSpec) -> None:
         """Add a parsed fault (the backend uses this for the spec file's faults)."""
         with self._lock:
-            self._faults.append(_ActiveFault(spec, time.monotonic()))
+            self._faults.append(_ActiveFault(spec, self._clock.now()))
 
     def clear_faults(self) -> None:
         """Remove every fault; a GPU already lost stays lost."""
@@ -265,12 +270,14 @@ class SimulatedGpu(GpuDevice):
             except NvmlError as err:
                 if err.code not in (NOT_SUPPORTED, INVALID_ARGUMENT):
                     raise
-                logger.warning("GPU %d: no POWER_INSTANT field (%s); using averaged power", self.index, err.text)
+                log.warning("GPU %d: no POWER_INSTANT field (%s); using averaged power", self.index, err.text)
                 self._instant_supported = False
         self._enter("nvmlDeviceGetPowerUsage")
         with self._lock:
             self._advance()
             return int(self._average_mw)
+
+    # ----- the probe interface (the admin's tools only) -----
 
     def get_supported_memory_clocks_mhz(self) -> list[int]:
         self._enter("nvmlDeviceGetSupportedMemoryClocks")
@@ -287,19 +294,19 @@ class SimulatedGpu(GpuDevice):
 
     def _enter(self, call: str) -> None:
         """Apply latency and faults for one NVML call; raise its injected error."""
-        now = time.monotonic()
+        now = self._clock.now()
         with self._lock:
             self._calls[call] += 1
             fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)]
             self._lost = self._lost or any(f.lost for f in fired)
             lost = self._lost
         if self._latency:
-            time.sleep(self.profile.latency_us.get(call, 0.0) / 1e6)
+            self._clock.sleep(self.profile.latency_us.get(call, 0.0) / 1e6)
         if lost:
             raise NvmlError(GPU_IS_LOST, call)
         for fault in fired:
             if fault.delay_s:
-                time.sleep(fault.delay_s)
+                self._clock.sleep(fault.delay_s)
             if fault.hang:
                 self._release.wait()
         for fault in fired:
@@ -324,7 +331,7 @@ class SimulatedGpu(GpuDevice):
 
     def _advance(self) -> None:
         """Integrate energy up to now and walk the power; called with the lock held."""
-        now = time.monotonic()
+        now = self._clock.now()
         elapsed_s = now - self._updated_at
         if elapsed_s < _POWER_STEP_S:
             return
@@ -344,30 +351,30 @@ class SimulatedGpu(GpuDevice):
         return min(walked, float(self._power_limit_mw))
 
 
-class SimulatedBackend(GpuBackend):
+class SimulatedBackend(BackendProbe):
     """A set of simulated GPUs built from a ``SimSpec``."""
 
     kind = "simulated"
 
-    def __init__(self, spec: SimSpec) -> None:
+    def __init__(self, spec: SimSpec, clock=MonotonicClock) -> None:
         self.spec = spec
         self._release = threading.Event()
         self._journal = _Journal(spec.journal_path) if spec.journal_path else None
         latency = spec.latency == "fixture"
-        self._gpus = [SimulatedGpu(i, p, self._journal, latency, self._release)
+        self._gpus = [SimulatedGpu(i, p, self._journal, latency, self._release, clock)
                       for i, p in enumerate(spec.profiles)]
         for fault in spec.faults:
             for gpu in self._gpus:
                 if fault.gpu in (None, gpu.index):
                     gpu.add_fault(fault)
-        logger.info("Simulating %d GPU(s): %s", len(self._gpus), ", ".join(p.key for p in spec.profiles))
+        log.info("Simulating %d GPU(s): %s", len(self._gpus), ", ".join(p.key for p in spec.profiles))
 
     @classmethod
-    def from_spec(cls, spec: str) -> SimulatedBackend:
+    def from_spec(cls, spec: str, clock=MonotonicClock) -> SimulatedBackend:
         """Build from a spec string (``h200x4``) or JSON file path. Raises ValueError."""
         parsed = profiles_mod.parse_spec(spec)
         try:
-            return cls(parsed)
+            return cls(parsed, clock)
         except OSError as err:
             raise ValueError(f"cannot open the journal {parsed.journal_path}: {err.strerror}") from None
 

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_POLICY_PATH = "/etc/zeusd/policy.toml"
 MAX_POLICY_BYTES = 1 << 20
 BUILTIN_SOURCE = "built-in (file missing)"
+BUILTIN_RULE = "no-policy"  # the decisions' rule name under the built-in policy
 _BUILTIN_MARKER = b"zeusd built-in policy: file missing\n"
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
@@ -45,9 +46,14 @@ def builtin_policy(path: str = DEFAULT_POLICY_PATH) -> Policy:
         source=BUILTIN_SOURCE,
         rules=(),
         defaults=Grant(operations=frozenset(READ_GROUPS)),
-        default_rule="no-policy",
+        default_rule=BUILTIN_RULE,
         path=path,
     )
+
+
+def is_builtin(policy: Policy) -> bool:
+    """Whether ``policy`` is the built-in one (no file), the one way this is asked."""
+    return policy.default_rule == BUILTIN_RULE
 
 
 def load_policy(path: str, *, check_owner: bool = True, missing_ok: bool = True) -> Policy:

@@ -151,7 +151,7 @@ class Policy:
 
     def summary_for(self, caller: Caller) -> dict:
         """What this caller may do, for the /discover "policy" key (json-able)."""
-        from zeusd.policy.describe import summary_for
+        from zeusd.policy.summary import summary_for
 
         return summary_for(self, caller)
 

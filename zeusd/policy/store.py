@@ -10,7 +10,7 @@ import logging
 import threading
 
 from zeusd.policy.model import Policy
-from zeusd.policy.load import BUILTIN_SOURCE, load_policy
+from zeusd.policy.load import is_builtin, load_policy
 from zeusd.policy.model import PolicyError
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class PolicyStore:
     def _announce(self, template: str, what: str) -> None:
         policy = self._policy
         log.info(template, policy.hash, policy.source)
-        if policy.source == BUILTIN_SOURCE:
+        if is_builtin(policy):
             log.warning("%s does not exist: only root may change GPU settings", self._path)
         self._event(f"policy {policy.hash} in force ({policy.source}, {what})",
                     event="policy", policy_hash=policy.hash, policy_event=what,

@@ -7,7 +7,6 @@ every policy denies.
 
 from __future__ import annotations
 
-import grp
 import logging
 import os
 import pwd
@@ -72,10 +71,3 @@ def process_start_ticks(pid: int) -> int | None:
         return int(stat[stat.rindex(b")") + 2:].split()[19])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return str(gid)

@@ -16,12 +16,12 @@ import sys
 from decimal import Decimal, InvalidOperation
 
 from zeusd import operations as ops
+from zeusd.admin.policy_text import describe_policy
 from zeusd.identity import Caller
 from zeusd.operations import GpuChange
 from zeusd.policy.decide import who
-from zeusd.policy.describe import describe_policy
 from zeusd.policy.fields import MAX_ID, MAX_U32
-from zeusd.policy.load import DEFAULT_POLICY_PATH, load_policy
+from zeusd.policy.load import DEFAULT_POLICY_PATH, is_builtin, load_policy
 from zeusd.policy.model import READ_GROUPS, PolicyError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -99,7 +99,7 @@ def _check(args) -> int:
     except PolicyError as error:
         print(f"invalid: {error}", file=sys.stderr)
         return EXIT_FAIL
-    if policy.default_rule == "no-policy":
+    if is_builtin(policy):
         print(f"{path} does not exist: zeusd uses its built-in policy")
     else:
         print(f"{path}: valid (sha256 {policy.hash})")

@@ -1,4 +1,4 @@
-"""Helpers for the policy tests: policy files on disk and real Unix users/groups."""
+"""Helpers for the policy tests (unit and admin): policy files on disk and real Unix users/groups."""
 
 from __future__ import annotations
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from zeusd.policy.cli import UsageError, main, parse_clocks_mhz, parse_power_mw
+from zeusd.admin.policy_cli import UsageError, main, parse_clocks_mhz, parse_power_mw
 
-try:
-    from .policy_util import unix_ids, write_policy  # noqa: F401 (fixture)
-except ImportError:
-    from policy_util import unix_ids, write_policy  # noqa: F401 (fixture)
+from tests.support.policy_files import write_policy
 
 POLICY = '''
 [defaults]
@@ -83,7 +80,7 @@ def test_check_of_a_named_missing_file_fails(capsys, tmp_path):
 
 def test_check_of_the_missing_default_path_shows_the_builtin_policy(capsys, monkeypatch,
                                                                      tmp_path):
-    monkeypatch.setattr("zeusd.policy.cli.DEFAULT_POLICY_PATH", str(tmp_path / "absent.toml"))
+    monkeypatch.setattr("zeusd.admin.policy_cli.DEFAULT_POLICY_PATH", str(tmp_path / "absent.toml"))
     code, out, _ = run(capsys, "check")
     assert code == 0 and "does not exist: zeusd uses its built-in policy" in out
 
