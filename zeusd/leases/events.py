@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import knobs
 from .owner import Owner
@@ -71,3 +73,20 @@ class LeaseEvent:
         if self.other is not None:
             line += f" by {self.other.describe()}"
         return line + (f": {self.reason}" if self.reason else "")
+
+
+# Events an administrator should notice: a refused change, a restore that did not happen.
+_WARNINGS = (CONFLICT, RESTORE_SKIPPED, RESTORE_FAILED)
+
+
+def to_auditor(auditor) -> Callable[[LeaseEvent], None]:
+    """The ``on_event`` that writes one audit record per event through zeusd's Auditor:
+    ZEUSD_EVENT=lease_<kind>, the fields as ZEUSD_<NAME>, warnings at priority 4."""
+
+    def on_event(event: LeaseEvent) -> None:
+        fields = {key: json.dumps(value) if isinstance(value, list) else value
+                  for key, value in event.fields().items()}
+        fields.update(event=f"lease_{event.kind}", priority=4 if event.kind in _WARNINGS else 6)
+        auditor.event(event.message(), **fields)
+
+    return on_event
