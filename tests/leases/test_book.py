@@ -288,3 +288,14 @@ def test_bad_values_are_refused_before_anything(book, children):
         with pytest.raises(BadValue):
             book.change(children().pin(), 0, knob, value)
     assert not book.has_leases()
+
+
+def test_a_holder_that_just_exited_is_busy_not_a_conflict(book, device, events, children):
+    job, other = children(), children()
+    write(book, device, job.pin(), 0, POWER, 300_000)
+    book._watcher.unwatch(book._owners[job.key].pinned.pidfd)  # hold the watcher back
+    job.kill()
+    with pytest.raises(LeaseBusy) as err:
+        book.change(other.pin(), 0, POWER, 250_000)
+    assert err.value.message == "GPU 0 power_limit is being restored; try again"
+    assert events.of(ev.CONFLICT) == []

@@ -19,7 +19,7 @@ from . import events as ev
 from . import knobs
 from .device import NO_READING, KnobIO
 from .errors import LeaseBusy, LeaseConflict
-from .owner import Owner, OwnerGone, PinnedOwner, boot_id, pin_pid
+from .owner import Owner, OwnerGone, PinnedOwner, boot_id, is_exited, pin_pid
 from .records import Holder, LeaseRecord, RecordStore
 from .watcher import ExitWatcher
 
@@ -126,6 +126,9 @@ class LeaseBook:
         mine = me is not None and any(h.owner.key == me.key for h in holders)
         shared = (not mine and wants_lease and may_share and all(h.shareable for h in holders))
         if not (mine or shared or override):
+            if self._all_exited(holders):  # the watcher is about to restore it
+                raise LeaseBusy(f"GPU {lease.record.gpu_index} {lease.record.knob} is being "
+                                "restored; try again")
             self._conflict(lease, holders[0], me)
         kind = ev.EXTENDED if mine else ev.SHARED if shared else ev.OVERRIDE
         if kind != ev.EXTENDED and wants_lease:
@@ -156,6 +159,10 @@ class LeaseBook:
                 r.holders.pop()
             raise
         lease.state = BUSY
+
+    def _all_exited(self, holders: list[Holder]) -> bool:
+        entries = [self._owners.get(h.owner.key) for h in holders]
+        return all(e is None or is_exited(e.pinned.pidfd) for e in entries)
 
     def _check_capacity(self, me: Owner) -> None:
         if me.key not in self._owners and len(self._owners) >= self._max_owners:
