@@ -16,6 +16,9 @@ from zeusd.leases.device import NO_READING
 from zeusd.leases.owner import pin_pid
 from zeusd.transport.peercred import process_start_ticks
 
+# A child's script: connect to the Unix socket named by argv[1], then wait to be killed.
+CONNECT_AND_SLEEP = ("import socket, sys, time; s = socket.socket(socket.AF_UNIX); "
+                     "s.connect(sys.argv[1]); time.sleep(600)")
 WAIT_S = 30.0  # a bound on waiting for the watcher thread, never a speed claim
 POWER, GPU_CLOCKS, MEM_CLOCKS, PERSISTENCE = (knobs.POWER_LIMIT, knobs.GPU_LOCKED_CLOCKS,
                                               knobs.MEM_LOCKED_CLOCKS, knobs.PERSISTENCE_MODE)

@@ -13,11 +13,7 @@ from zeusd.leases.owner import (CMDLINE_MAX, OwnerGone, SO_PEERPIDFD, is_exited,
                                 pin_unix_peer)
 from zeusd.transport.peercred import unix_peer
 
-from .support import wait_until
-
-_CONNECT = ("import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); "
-            "time.sleep(600)")
-
+from .support import CONNECT_AND_SLEEP, wait_until
 
 @pytest.fixture
 def peer(tmp_path):
@@ -26,7 +22,7 @@ def peer(tmp_path):
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
     listener.listen(1)
-    child = subprocess.Popen([sys.executable, "-c", _CONNECT, path])
+    child = subprocess.Popen([sys.executable, "-c", CONNECT_AND_SLEEP, path])
     conn, _ = listener.accept()
     yield conn, child
     conn.close()
