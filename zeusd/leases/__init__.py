@@ -113,13 +113,14 @@ descriptor while it holds leases (at most 128 owners; waitress's select() cannot
 watch descriptors above 1023).
 """
 
-from .book import Change, LeaseBook, LeaseView
+from .book import LeaseBook
 from .device import NO_READING, GpuKnobs, KnobIO, ManagedKnobs
 from .errors import LeaseBusy, LeaseConflict
 from .events import LeaseEvent, to_auditor
 from .owner import Owner, OwnerGone, PinnedOwner, pin_unix_peer
 from .records import StoreError
 from .shutdown import keep_leases_on_stop, request_keep
+from .state import Change, LeaseView
 
 __all__ = ["Change", "GpuKnobs", "KnobIO", "LeaseBook", "LeaseBusy", "LeaseConflict", "LeaseEvent",
            "LeaseView", "ManagedKnobs", "NO_READING", "Owner", "OwnerGone", "PinnedOwner",

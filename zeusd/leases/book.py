@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 from . import events as ev
@@ -21,35 +20,14 @@ from .device import NO_READING, KnobIO
 from .errors import LeaseBusy, LeaseConflict
 from .owner import Owner, OwnerGone, PinnedOwner, boot_id, is_exited, pin_pid
 from .records import Holder, LeaseRecord, RecordStore
+from .state import BUSY, LIVE, RESTORING, Change, Lease, LeaseView
+from .state import last as _last
 from .watcher import ExitWatcher
 
 log = logging.getLogger(__name__)
 
-LIVE, BUSY, RESTORING = "live", "busy", "restoring"
 _UNKNOWN = object()  # the daemon does not know what a no-getter knob holds
 DEFAULT_MAX_OWNERS = 128  # each owner costs a pidfd; waitress's select() breaks past fd 1023
-
-
-@dataclass
-class Lease:
-    record: LeaseRecord
-    state: str = LIVE
-    orphaned: bool = False  # every holder exited while a write was in flight
-    last_holder: Owner | None = None  # named by the restore's event once every holder is gone
-
-
-@dataclass(frozen=True)
-class LeaseView:
-    """One lease as a listing shows it."""
-
-    gpu_index: int
-    knob: str
-    captured: object
-    set_value: object
-    holders: tuple[tuple[Owner, float], ...]  # (owner, since_s)
-    opened_s: float
-    age_s: float
-    state: str
 
 
 class _OwnerEntry:
@@ -80,7 +58,7 @@ class LeaseBook:
 
     def change(self, pinned: PinnedOwner | None, gpu_index: int, knob: str, new_value: object, *,
                before: object = NO_READING, restore_on_exit: bool = True, may_share: bool = False,
-               override: bool = False) -> "Change":
+               override: bool = False) -> Change:
         """Start a change: check the lease, capture and record it (fsync'd). The caller then does
         the hardware write and calls ``commit()`` or ``abort()`` (or uses the Change as a context
         manager). ``pinned`` is None for a caller without a process (TCP); the book takes over
@@ -102,7 +80,7 @@ class LeaseBook:
             self._capture(change, before)
         return change
 
-    def _begin(self, pinned, key, new_value, wants_lease, may_share, override) -> "Change":
+    def _begin(self, pinned, key, new_value, wants_lease, may_share, override) -> Change:
         lease = self._leases.get(key)
         me = pinned.owner if pinned is not None else None
         if lease is not None:
@@ -175,7 +153,7 @@ class LeaseBook:
                                     _last(r.set), other=me, since_s=holder.since_s)
         raise error
 
-    def _capture(self, change: "Change", before: object) -> None:
+    def _capture(self, change: Change, before: object) -> None:
         """Read the value before (outside the lock), then record the lease as an intent."""
         gpu_index, knob = change.key
         try:
@@ -194,7 +172,7 @@ class LeaseBook:
                 self._forget(change.lease)
             raise
 
-    def _finish(self, change: "Change", applied: bool, maybe_applied: bool) -> None:
+    def _finish(self, change: Change, applied: bool, maybe_applied: bool) -> None:
         lease, events = change.lease, []
         with self._lock:
             if applied or maybe_applied:
@@ -231,7 +209,7 @@ class LeaseBook:
         except OSError as exc:
             log.error("cannot remove lease file %s: %s", r.filename, exc)
 
-    def _apply_commit(self, change: "Change", events: list) -> None:
+    def _apply_commit(self, change: Change, events: list) -> None:
         r = change.lease.record
         r.set, r.pending = [change.new_value], []
         if change.kind == ev.OVERRIDE:
@@ -246,7 +224,7 @@ class LeaseBook:
         else:
             self._write_after(r)
 
-    def _take_over(self, change: "Change", events: list) -> None:
+    def _take_over(self, change: Change, events: list) -> None:
         r = change.lease.record
         me = change.pinned.owner if change.pinned is not None else None
         for old in change.old_holders:
@@ -261,7 +239,7 @@ class LeaseBook:
             r.holders = [Holder(me, self._clock(), False)]
             change.lease.orphaned = False
 
-    def _apply_abort(self, change: "Change") -> None:
+    def _apply_abort(self, change: Change) -> None:
         r = change.lease.record
         if change.opening:
             self._delete_after(r)
@@ -470,45 +448,3 @@ class LeaseBook:
             self._on_event(event)
         except Exception:  # the auditor's failure must not undo or block a lease step
             log.exception("lease event handler failed for %s", event.kind)
-
-
-class Change:
-    """A change in progress. Commit after the hardware write succeeded, abort after it failed
-    (``maybe_applied=True`` when it timed out and may still happen)."""
-
-    def __init__(self, book: LeaseBook, key, lease: Lease | None, new_value, kind, *,
-                 owner: Owner | None = None, opening: bool = False,
-                 pinned: PinnedOwner | None = None, old_holders=(), drop: bool = False) -> None:
-        self.book, self.key, self.lease, self.new_value, self.kind = book, key, lease, new_value, kind
-        self.owner, self.opening, self.pinned = owner, opening, pinned
-        self.old_holders, self.drop = old_holders, drop
-        self._done = False
-
-    @property
-    def captured(self) -> object:
-        return self.lease.record.captured if self.lease is not None else None
-
-    def commit(self) -> None:
-        self._end(applied=True, maybe_applied=False)
-
-    def abort(self, maybe_applied: bool = False) -> None:
-        self._end(applied=False, maybe_applied=maybe_applied)
-
-    def _end(self, applied: bool, maybe_applied: bool) -> None:
-        if self._done:
-            raise RuntimeError("a lease change ends once")
-        self._done = True
-        self.book._finish(self, applied, maybe_applied)
-
-    def __enter__(self) -> "Change":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if not self._done:
-            self.commit() if exc_type is None else self.abort()
-        return False
-
-
-def _last(values: list) -> object:
-    return values[-1] if values else None
-
