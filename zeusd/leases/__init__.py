@@ -33,8 +33,9 @@ time) at accept. Add to the WSGI environ a callable (e.g. ``zeusd.pin_owner``)
 that returns ``pin_unix_peer(sock, caller.uid, caller.pid, caller.start_time_ticks)``:
 SO_PEERPIDFD on the connection (Linux 6.5+), else ``pidfd_open`` checked against
 the accept-time start time. Call it only for a write whose rule restores on exit
-(reads cost no descriptor). ``OwnerGone`` there means the client already exited:
-answer 409 or just apply without a lease (the change would be restored at once).
+(reads cost no descriptor), once per ``book.change`` call: the book takes over
+each pidfd and closes the ones it does not keep. ``OwnerGone`` there means the client already exited:
+refuse the change (409 "the calling process has exited"); it would be undone at once.
 TCP callers (tokens) have no process: pass ``pinned=None``; they never open a
 lease (their changes are permanent, as with ``restore_on_exit = false``) but do
 meet conflicts like anybody.
