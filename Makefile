@@ -66,10 +66,12 @@ test-oldest: $(VENV)-oldest/.installed compat-clients
 e2e:
 	sh tests/e2e/run.sh
 
-## Latency/throughput against a bare waitress+Falcon app, and the cost of a 50-rule policy.
+## Latency/throughput against a bare waitress+Falcon app, the cost of a 50-rule policy, and how
+## soon a SIGKILLed owner's leases are restored.
 bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
 	$(PY) bench/bench_policy.py --rules 50
+	$(PY) bench/bench_leases.py --kills 100 --knobs 2
 
 deb:
 	bash packaging/build-deb.sh

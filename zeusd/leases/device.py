@@ -1,0 +1,84 @@
+"""How the lease book reads and writes a knob: an injected ``KnobIO``.
+
+``GpuKnobs`` adapts zeusd's ``GpuDevice`` interface directly (tests, tools).
+In the daemon the same two methods should go through the GPU manager, so a
+restore takes its turn in the GPU's FIFO and is bounded by ``--nvml-timeout-s``
+like any other command.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from . import knobs
+
+# A knob with no hardware getter: NVML can set and reset locked clocks but not read them.
+NO_READING = object()
+
+
+class KnobIO(Protocol):
+    def read(self, gpu_index: int, knob: str) -> object:
+        """The knob's current hardware value, or NO_READING where the hardware cannot say."""
+
+    def apply(self, gpu_index: int, knob: str, value: object) -> None:
+        """Set the knob; for clocks, None means reset (unlock)."""
+
+
+def read_knob(device, knob: str) -> object:
+    """A GpuDevice's value of ``knob`` (one NVML call), or NO_READING for locked clocks."""
+    if knob == knobs.POWER_LIMIT:
+        return device.get_power_limit_mw()
+    if knob == knobs.PERSISTENCE_MODE:
+        return device.get_persistence_mode()
+    return NO_READING
+
+
+def apply_knob(device, knob: str, value: object) -> None:
+    """Set ``knob`` on a GpuDevice; clocks None resets them (nvmlDeviceReset*LockedClocks)."""
+    if knob == knobs.POWER_LIMIT:
+        device.set_power_limit_mw(value)
+    elif knob == knobs.PERSISTENCE_MODE:
+        device.set_persistence_mode(value)
+    elif knob == knobs.GPU_LOCKED_CLOCKS:
+        _clocks(value, device.set_gpu_locked_clocks, device.reset_gpu_locked_clocks)
+    elif knob == knobs.MEM_LOCKED_CLOCKS:
+        _clocks(value, device.set_mem_locked_clocks, device.reset_mem_locked_clocks)
+    else:
+        raise knobs.BadValue(f"unknown knob {knob!r}")
+
+
+def _clocks(value, set_range, reset) -> None:
+    if value is None:
+        reset()
+    else:
+        set_range(*value)
+
+
+class GpuKnobs:
+    """KnobIO straight on a list of GpuDevice (index == list position). Errors propagate."""
+
+    def __init__(self, devices: Sequence) -> None:
+        self._devices = devices
+
+    def read(self, gpu_index: int, knob: str) -> object:
+        return read_knob(self._devices[gpu_index], knob)
+
+    def apply(self, gpu_index: int, knob: str, value: object) -> None:
+        apply_knob(self._devices[gpu_index], knob, value)
+
+
+class ManagedKnobs:
+    """KnobIO through the GPU manager: each call takes its turn in the GPU's FIFO, is bounded
+    by --nvml-timeout-s and fails as zeusd's own errors (504, 503). Never call it from a GPU
+    worker thread (it would wait for itself); the book never does."""
+
+    def __init__(self, manager) -> None:
+        self._manager = manager
+
+    def read(self, gpu_index: int, knob: str) -> object:
+        return self._manager.run_one(gpu_index, lambda device: read_knob(device, knob),
+                                     f"lease: read {knob}")
+
+    def apply(self, gpu_index: int, knob: str, value: object) -> None:
+        self._manager.run_one(gpu_index, lambda device: apply_knob(device, knob, value),
+                              f"lease: restore {knob}")
