@@ -54,6 +54,10 @@ class StreamLimit(ZeusdError):
     """Too many power streams are open, daemon-wide or for this caller."""
 
 
+class KnobHeld(ZeusdError):
+    """A knob is under another process's lease, or being written or restored right now."""
+
+
 # --- the GPU the request needs ----------------------------------------------------------
 
 class GpuUnavailable(ZeusdError):

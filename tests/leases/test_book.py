@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from zeusd.api.errors import body_of, status_of
 from zeusd.leases import events as ev
 from zeusd.leases.errors import LeaseBusy, LeaseConflict
 
@@ -72,12 +73,12 @@ def test_conflict_names_holder_and_changes_nothing(book, device, events, childre
     applied_before = list(device.applied)
     with pytest.raises(LeaseConflict) as err:
         book.change(second.pin(), 0, POWER, 250_000)
-    assert err.value.status == 409
+    assert status_of(err.value) == 409
     holder = f"uid {os.getuid()} pid {first.pid} ({err.value.holder.comm})"
     assert err.value.message.startswith(f"GPU 0 power_limit is held by {holder} since ")
     assert err.value.message.endswith("; it is restored when that process exits")
-    assert err.value.body()["holder_pid"] == first.pid
-    assert err.value.body()["holder_uid"] == os.getuid()
+    assert body_of(err.value)["holder_pid"] == first.pid
+    assert body_of(err.value)["holder_uid"] == os.getuid()
     conflict = events.of(ev.CONFLICT)[0]
     assert (conflict.holder.pid, conflict.other.pid) == (first.pid, second.pid)
     assert device.applied == applied_before and device.hw[(0, POWER)] == 300_000
@@ -205,7 +206,7 @@ def test_change_in_flight_makes_the_knob_busy(book, device, events, children):
     change = book.change(job.pin(), 0, POWER, 300_000)
     with pytest.raises(LeaseBusy) as err:
         book.change(other.pin(), 0, POWER, 250_000)
-    assert err.value.status == 409
+    assert status_of(err.value) == 409
     assert err.value.message == "GPU 0 power_limit is being changed; try again"
     change.abort()
 

@@ -14,7 +14,7 @@ import falcon
 
 from ..devices.errors import GPU_IS_LOST, INVALID_ARGUMENT, NO_PERMISSION, NOT_SUPPORTED
 from ..errors import (AggregatedError, DeviceFailure, GpuBusy, GpuLost, GpuTimedOut, Internal,
-                      InvalidValue, NotEnabled, NvmlFailure, PolicyDenied, QueueFull,
+                      InvalidValue, KnobHeld, NotEnabled, NvmlFailure, PolicyDenied, QueueFull,
                       ScopeMissing, ShuttingDown, StreamLimit, Unauthenticated, ZeusdError)
 from .respond import send_json, send_text
 
@@ -26,6 +26,7 @@ STATUS: dict[type[ZeusdError], int] = {
     ScopeMissing: 403,
     PolicyDenied: 403,
     NotEnabled: 404,
+    KnobHeld: 409,
     QueueFull: 429,
     GpuBusy: 429,
     StreamLimit: 429,

@@ -58,7 +58,7 @@ the others (``change.abort()``) before anything is queued. Then, in the GPU's
 worker job::
 
     try: apply(device, ...)                     # the hardware write
-    except DeviceTimeout: change.abort(maybe_applied=True); raise  # may still happen
+    except GpuTimedOut: change.abort(maybe_applied=True); raise  # may still happen
     except Exception: change.abort(); raise     # nothing changed
     else: change.commit()
 

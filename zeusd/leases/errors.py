@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import Conflict
+from ..errors import KnobHeld
 
 
-class LeaseConflict(Conflict):
+class LeaseConflict(KnobHeld):
     """Another live process holds the knob. Carries the holder so the 409 can name it."""
 
     def __init__(self, gpu_index: int, knob: str, holder, since_s: float) -> None:
@@ -18,7 +18,7 @@ class LeaseConflict(Conflict):
         self.since_s = since_s
 
 
-class LeaseBusy(Conflict):
+class LeaseBusy(KnobHeld):
     """The knob is being written or restored right now, or no more owners can be watched."""
 
 
