@@ -21,6 +21,7 @@ from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
 from ..service import deadline
 from ..limits import ServeLimits
 from .admission import Admission, peer_key, refusal_bytes
+from .parser import PeerRequestParser
 from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
@@ -69,22 +70,28 @@ class PeerTask(WSGITask):
 
 
 class PeerErrorTask(ErrorTask):
-    """waitress's own refusals; a body over the cap gets a JSON answer saying the cap."""
+    """waitress's own refusals (malformed requests, oversized headers or bodies), in JSON like
+    every other zeusd error; a body over the cap gets an answer saying the cap."""
 
     def execute(self):
         error = self.request.error
-        if getattr(error, "code", None) != 413:
-            return super().execute()
-        cap = self.channel.adj.max_request_body_size - 1
-        body = json.dumps({"error": f"Request body too large: zeusd accepts at most {cap} "
-                                    "bytes; the request was not processed."}).encode()
-        self.status = "413 Request Entity Too Large"
+        if getattr(error, "code", None) == 413:
+            cap = self.channel.adj.max_request_body_size - 1
+            why = f"zeusd accepts at most {cap} bytes"
+        else:
+            why = error.body
+        unserved = "; the request was not processed." if error.code < 500 else ""
+        body = json.dumps({"error": f"{_REFUSALS.get(error.code, error.reason)}: {why}"
+                                    f"{unserved}"}).encode()
+        self.status = f"{error.code} {error.reason}"
         self.response_headers.extend([("Content-Type", "application/json"),
                                       ("Connection", "close")])
         self.close_on_finish = True
         self.content_length = len(body)
         self.write(body)
-        return None
+
+
+_REFUSALS = {413: "Request body too large", 400: "Malformed request"}
 
 
 def identify(sock: socket.socket) -> Caller:
@@ -99,6 +106,7 @@ class PeerChannel(HTTPChannel):
 
     task_class = PeerTask
     error_task_class = PeerErrorTask
+    parser_class = PeerRequestParser
     limits = ServeLimits()
     zeusd_slot = None  # (Admission, peer key, member) when admission counted this connection
 
