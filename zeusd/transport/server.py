@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import select
 import socket
 import time
 
@@ -26,6 +27,7 @@ from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
 TCP_CALLER = Caller(transport="tcp")
+_HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class PeerTask(WSGITask):
@@ -46,20 +48,34 @@ class PeerTask(WSGITask):
         return environ
 
     def _peer_closed(self) -> bool:
-        """Has the client hung up? A non-consuming peek, for long responses (streams).
+        """Is the client gone? Asked between the events of a long response (a stream).
 
-        waitress does not read a connection while its request runs (no request
-        lookahead, which would cost every request), so the peek sees the EOF."""
-        sock = self.channel.socket
-        if sock is None:  # waitress already closed the channel (a write failed)
+        Gone: waitress closed the connection (a write failed), the peer closed it (poll()
+        reports POLLHUP/POLLERR: at once on a Unix socket; on TCP once a write met the RST,
+        which the stream's keepalive forces within its interval), or the client has taken
+        no byte for ``idle_timeout_s`` while output waits for it (it stopped reading).
+        Not gone: a client that only shut its write side (shutdown(SHUT_WR)), with or without
+        bytes after its request: it may still read, and HTTP lets it half-close."""
+        channel = self.channel
+        sock = channel.socket
+        if sock is None or not channel.connected:
             return True
         try:
-            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            events = poller.poll(0)
+        except (OSError, ValueError):  # closed under us (fileno -1)
             return True
-        return data == b""
+        if any(mask & _HUNG_UP for _, mask in events):
+            return True
+        return self._stalled()
+
+    def _stalled(self) -> bool:
+        """Output has waited for the client longer than the idle timeout (waitress stamps
+        ``last_activity`` whenever a send moves bytes)."""
+        channel = self.channel
+        return bool(channel.total_outbufs_len) and \
+            time.time() - channel.last_activity > channel.limits.idle_timeout_s
 
     def write(self, data):
         super().write(data)
