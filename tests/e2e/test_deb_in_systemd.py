@@ -284,10 +284,10 @@ def test_zeusctl_is_installed_with_its_completion(ct):
     need("member-writes")
     completion = "/usr/share/bash-completion/completions/zeusctl"
     res = ct.sh(f"bash -c 'source {completion} && complete -p zeusctl && "
-                "COMP_WORDS=(zeusctl set power-limit 300W --g) COMP_CWORD=4 _zeusctl && "
-                "echo \"${{COMPREPLY[@]}}\"'")
+                "COMP_WORDS=(zeusctl set power-limit 300W --g); COMP_CWORD=4; _zeusctl && "
+                "echo \"${COMPREPLY[@]}\"'")
     assert res.stdout.splitlines()[0] == "complete -F _zeusctl zeusctl", res
-    assert "--gpu" in res.stdout.splitlines()[-1].split(), res
+    assert res.stdout.splitlines()[-1] == "--gpu", res  # `zeusctl set power-limit 300W --g<TAB>`
     status = zeusctl(ct, "status", "alice")
     assert status.returncode == 0 and "H200" in status.stdout, status
     whoami = zeusctl(ct, "--json whoami", "alice")

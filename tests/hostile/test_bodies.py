@@ -112,3 +112,18 @@ def test_an_unparsable_head_is_answered_400_and_closed(zd, mallory, head, why):
     assert zd.gpus.since(mark) == []
     log = zd.log()
     assert "uncaptured python exception" not in log and "Traceback" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize("head, status, error", [
+    (LEGACY + "X-Big: " + "a" * 40_000 + "\r\n\r\n", 431,
+     "Request Header Fields Too Large: exceeds max_header of 32768"),
+    (LEGACY + "Transfer-Encoding: gzip\r\n\r\n", 501,
+     "Not Implemented: Transfer-Encoding requested is not supported"),
+])
+def test_waitress_refusals_answer_json(zd, mallory, head, status, error):
+    mark = zd.gpus.mark()
+    reply = answers(mallory, "refused", head)
+    # (the status line of an oversized head is HTTP/1.0: waitress never parsed its version)
+    assert int(reply["data"].split(" ", 2)[1]) == status and reply["eof"], reply
+    assert body_of(reply["data"]) == {"error": f"{error}; the request was not processed."}
+    assert zd.gpus.since(mark) == []

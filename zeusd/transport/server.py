@@ -95,8 +95,9 @@ class PeerErrorTask(ErrorTask):
             cap = self.channel.adj.max_request_body_size - 1
             why = f"zeusd accepts at most {cap} bytes"
         else:
-            why = error.body
-        unserved = "; the request was not processed." if error.code < 500 else ""
+            why = error.body.rstrip(".")  # waitress's sentences; ours continues
+        # A 500 here is waitress reporting the app's failure: that request did run.
+        unserved = "; the request was not processed." if error.code != 500 else ""
         body = json.dumps({"error": f"{_REFUSALS.get(error.code, error.reason)}: {why}"
                                     f"{unserved}"}).encode()
         self.status = f"{error.code} {error.reason}"
