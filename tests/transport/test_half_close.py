@@ -24,17 +24,27 @@ STREAM_WITH_TRAILING_BYTES = (b"GET /gpu/stream_power HTTP/1.1\r\nHost: x\r\nCon
 
 @pytest.fixture(scope="module")
 def zd(start_zeusd):
-    return start_zeusd(args=("--num-workers", "3", "--idle-timeout-s", "2"))
+    return start_zeusd(args=("--num-workers", "3"))
 
 
-def open_stream(zd, request: bytes) -> socket.socket:
-    """A stream whose client has sent ``request`` and shut its write side."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(zd.socket_path)
-    sock.sendall(request)
-    sock.shutdown(socket.SHUT_WR)
-    return sock
+def open_stream(zd, request: bytes, deadline_s: float = 30) -> tuple[socket.socket, bytes]:
+    """A stream whose client has sent ``request`` and shut its write side, and its first bytes.
+    Retried while the slot is still held (a stream closed just before frees it within moments)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(zd.socket_path)
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        try:
+            first = sock.recv(65536)
+        except ConnectionResetError:  # refused, and closed with our trailing bytes unread
+            first = b""
+        if first.startswith(b"HTTP/1.1 200 OK\r\n") or time.monotonic() > deadline:
+            return sock, first
+        sock.close()
+        time.sleep(0.2)
 
 
 def read_events(sock: socket.socket, count: int, deadline_s: float = 30) -> bytes:
@@ -67,8 +77,9 @@ def new_stream_status(zd, deadline_s: float = 30) -> int:
 @pytest.mark.parametrize("request_bytes", [STREAM, STREAM_WITH_TRAILING_BYTES],
                          ids=["bare", "trailing-bytes"])
 def test_a_half_closed_client_that_reads_keeps_its_stream(zd, request_bytes):
-    with open_stream(zd, request_bytes) as sock:
-        received = read_events(sock, 20)
+    sock, first = open_stream(zd, request_bytes)
+    with sock:
+        received = first + read_events(sock, 20)
         assert received.startswith(b"HTTP/1.1 200 OK\r\n"), received[:300]
         assert received.count(b"data: ") >= 20, received[-300:]  # it did not end
         assert b"\r\n0\r\n\r\n" not in received
@@ -78,8 +89,8 @@ def test_a_half_closed_client_that_reads_keeps_its_stream(zd, request_bytes):
 @pytest.mark.parametrize("request_bytes", [STREAM, STREAM_WITH_TRAILING_BYTES],
                          ids=["bare", "trailing-bytes"])
 def test_a_closed_client_frees_the_stream_slot(zd, request_bytes):
-    sock = open_stream(zd, request_bytes)
-    assert read_events(sock, 1).startswith(b"HTTP/1.1 200 OK\r\n")
+    sock, first = open_stream(zd, request_bytes)
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n"), first
     assert new_stream_status(zd, deadline_s=0) == 429  # the only slot is taken
     sock.close()
     assert new_stream_status(zd) == 200
@@ -89,7 +100,9 @@ def test_a_client_that_stops_reading_is_dropped_after_the_idle_timeout(start_zeu
     # 64 GPUs at 20 Hz fill the socket's buffers within seconds; after that no byte moves.
     busy = start_zeusd(gpus=SimGpus(tmp_path, count=64),
                        args=("--num-workers", "3", "--idle-timeout-s", "1"))
-    with open_stream(busy, STREAM) as stalled:
+    stalled, first = open_stream(busy, STREAM)
+    with stalled:
+        assert first.startswith(b"HTTP/1.1 200 OK\r\n"), first
         assert new_stream_status(busy, deadline_s=0) == 429  # it holds the only slot
         assert new_stream_status(busy, deadline_s=60) == 200  # until it was dropped
         stalled.settimeout(30)

@@ -31,6 +31,8 @@ _HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class PeerTask(WSGITask):
+    _waiting_since: float | None = None  # when _stalled() first saw output waiting
+
     def execute(self):
         # The request's whole stay is bounded from when its last byte arrived, so the
         # time it waited for this worker counts too (the GPU layer reads the deadline).
@@ -71,11 +73,19 @@ class PeerTask(WSGITask):
         return self._stalled()
 
     def _stalled(self) -> bool:
-        """Output has waited for the client longer than the idle timeout (waitress stamps
-        ``last_activity`` whenever a send moves bytes)."""
+        """Output has waited for the client, with no byte taken, longer than the idle timeout.
+        waitress stamps ``last_activity`` when a send moves bytes; the wait is counted from
+        the later of that and when this task first saw output waiting, so output written
+        after a quiet spell (a keepalive 15 s after the last event) does not look stale."""
         channel = self.channel
-        return bool(channel.total_outbufs_len) and \
-            time.time() - channel.last_activity > channel.limits.idle_timeout_s
+        if not channel.total_outbufs_len:
+            self._waiting_since = None
+            return False
+        now = time.time()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - max(channel.last_activity, self._waiting_since) > \
+            channel.limits.idle_timeout_s
 
     def write(self, data):
         super().write(data)
