@@ -1,5 +1,6 @@
 """A stream's client that shut only its write side still gets the stream; one that is gone
-(closed, or taking no bytes for the idle timeout) frees its stream slot.
+(closed, or taking no bytes for the idle timeout) frees its stream slot. Over a Unix socket
+and TCP (where a closed peer is seen once a write meets its reset: within the next events).
 
 One daemon with one stream slot (--num-workers 3), so whether a slot is free is visible: a
 new stream is answered 200 only once the earlier one has ended.
@@ -22,9 +23,21 @@ STREAM_WITH_TRAILING_BYTES = (b"GET /gpu/stream_power HTTP/1.1\r\nHost: x\r\nCon
                               b"\r\n" + b"[" * 100_000)
 
 
-@pytest.fixture(scope="module")
-def zd(start_zeusd):
+@pytest.fixture(scope="module", params=["unix", "tcp"])
+def zd(start_zeusd, request):
+    if request.param == "tcp":  # anonymous callers, who may read
+        return start_zeusd(tcp=True, enable="gpu-read", args=("--num-workers", "3"))
     return start_zeusd(args=("--num-workers", "3"))
+
+
+def connect(zd) -> socket.socket:
+    if zd.address.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(zd.socket_path)
+        return sock
+    host, port = zd.address.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=10)
 
 
 def open_stream(zd, request: bytes, deadline_s: float = 30) -> tuple[socket.socket, bytes]:
@@ -32,9 +45,7 @@ def open_stream(zd, request: bytes, deadline_s: float = 30) -> tuple[socket.sock
     Retried while the slot is still held (a stream closed just before frees it within moments)."""
     deadline = time.monotonic() + deadline_s
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(zd.socket_path)
+        sock = connect(zd)
         sock.sendall(request)
         sock.shutdown(socket.SHUT_WR)
         try:
@@ -63,9 +74,7 @@ def new_stream_status(zd, deadline_s: float = 30) -> int:
     """The status of a fresh stream request, asked until it is not 429 (slot still held)."""
     deadline = time.monotonic() + deadline_s
     while True:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(10)
-            sock.connect(zd.socket_path)
+        with connect(zd) as sock:
             sock.sendall(STREAM)
             head = sock.recv(65536)
         status = int(head.split(b" ", 2)[1])
