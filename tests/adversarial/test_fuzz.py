@@ -35,6 +35,10 @@ REQUESTS = int(os.environ.get("ZEUSD_FUZZ_REQUESTS", "20000"))
 SECONDS = float(os.environ.get("ZEUSD_FUZZ_SECONDS", "40"))
 SEED = int(os.environ.get("ZEUSD_FUZZ_SEED", str(random.SystemRandom().randrange(2**32))))
 
+# What the daemon's log must never show: a Python traceback, or waitress's report of an exception
+# that escaped its own code (it closes that connection unanswered).
+LOG_LEAKS = ("Traceback", "uncaptured python exception")
+
 POLICY = """\
 [defaults]
 operations = ["gpu-read", "cpu-read"]
@@ -102,7 +106,9 @@ def check(report: dict, daemon: Zeusd, label: str, user) -> None:
     assert daemon.daemon.proc.poll() is None, "the daemon died"
     assert daemon.get("/time").status == 200
     log = daemon.log()
-    assert "Traceback" not in log, log[-3000:]
+    for leak in LOG_LEAKS:
+        assert leak not in log, f"fuzz {label} (seed {report['seed']}): {leak!r} in the log:\n" \
+            + log[-3000:]
 
 
 def test_fuzz_every_route_without_auth(start, fuzzer):

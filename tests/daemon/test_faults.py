@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -235,8 +236,25 @@ def plain(start_zeusd):
                          ids=[f"{i}-{m}-{p[:30]}" for i, (m, p, _, _) in enumerate(HOSTILE)])
 def test_hostile_requests_get_a_clean_answer(plain, method, path, body, status):
     mark = plain.gpus.mark()
-    client = plain.client()  # a fresh connection: a bad request may close it
-    reply = client.request(method, path, body=body)
-    assert reply.status == status, reply.text
+    if status == 413:  # answered from the headers, then closed: sending the rest may fail
+        assert refused_status(plain.socket_path, method, path, body) == 413
+    else:
+        client = plain.client()  # a fresh connection: a bad request may close it
+        reply = client.request(method, path, body=body)
+        assert reply.status == status, reply.text
     assert plain.gpus.since(mark) == []
     assert plain.get("/time").status == 200
+
+
+def refused_status(socket_path: str, method: str, path: str, body: bytes) -> int:
+    """The status of a request the daemon refuses before its body has arrived: the send may
+    meet the closed connection (EPIPE), the answer is still there to read."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(socket_path)
+        try:
+            sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}"
+                         "\r\n\r\n".encode() + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        return int(sock.recv(65536).split(b" ", 2)[1])

@@ -72,7 +72,9 @@ class Container:
                                             start_new_session=True)
         os.makedirs(STATE_DIR, exist_ok=True)
         with open(f"{STATE_DIR}/{self.name}.pid", "w") as f:
-            f.write(f"{self._nspawn.pid} {self.root}\n")
+            # The harness's own pid too: a container is stale only once the run that booted it
+            # is gone (several runs, e.g. CI and a developer's, may share this host).
+            f.write(f"{self._nspawn.pid} {os.getpid()} {self.root}\n")
         self.leader = self._wait_leader(deadline=time.monotonic() + 30)
         deadline = time.monotonic() + timeout_s
         state = ""
@@ -204,11 +206,13 @@ def reap_stale() -> None:
         path = os.path.join(STATE_DIR, entry)
         try:
             with open(path) as f:
-                pid_s, root = f.read().split(maxsplit=1)
-            pid, root = int(pid_s), root.strip()
+                pid_s, owner_s, root = f.read().split(maxsplit=2)
+            pid, owner, root = int(pid_s), int(owner_s), root.strip()
         except (OSError, ValueError):
             os.unlink(path)
             continue
+        if owner != os.getpid() and os.path.exists(f"/proc/{owner}"):
+            continue  # another run's live container
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 cmdline = f.read().split(b"\0")

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from tests.e2e.container import Container, ContainerError
+from tests.e2e.container import Container, ContainerError, Result
 
 pytestmark = pytest.mark.skipif(os.environ.get("ZEUSD_E2E") != "1",
                                 reason="end-to-end container test: run tests/e2e/run.sh (needs root)")
@@ -276,6 +276,38 @@ def test_outsider_cannot_connect(ct):
     assert out.get("error") == "EACCES", out
 
 
+def zeusctl(ct: Container, args: str, user: str) -> Result:
+    return ct.sh(f"zeusctl {args}", user=user, check=False, timeout=60)
+
+
+def test_zeusctl_is_installed_with_its_completion(ct):
+    need("member-writes")
+    completion = "/usr/share/bash-completion/completions/zeusctl"
+    res = ct.sh(f"bash -c 'source {completion} && complete -p zeusctl && "
+                "COMP_WORDS=(zeusctl set power-limit 300W --g); COMP_CWORD=4; _zeusctl && "
+                "echo \"${COMPREPLY[@]}\"'")
+    assert res.stdout.splitlines()[0] == "complete -F _zeusctl zeusctl", res
+    assert res.stdout.splitlines()[-1] == "--gpu", res  # `zeusctl set power-limit 300W --g<TAB>`
+    status = zeusctl(ct, "status", "alice")
+    assert status.returncode == 0 and "H200" in status.stdout, status
+    whoami = zeusctl(ct, "--json whoami", "alice")
+    assert whoami.returncode == 0, whoami
+    alice_uid = int(ct.sh("id -u alice").stdout)
+    assert json.loads(whoami.stdout)["caller"]["uid"] == alice_uid, whoami
+
+
+def test_zeusctl_sets_as_a_member_and_an_outsider_is_refused(ct):
+    need("member-writes")
+    done = zeusctl(ct, "set power-limit 320W --gpu 0", "alice")
+    assert done.returncode == 0, done
+    assert power_limit_mw(ct, 0) == 320000
+    refused = zeusctl(ct, "set power-limit 250W --gpu 0", "bob")  # not in group zeusd
+    assert refused.returncode == 3, refused  # cannot connect: the socket is root:zeusd 0660
+    assert refused.stderr.startswith("zeusctl: error: ") and "ermission denied" in refused.stderr, \
+        refused
+    assert power_limit_mw(ct, 0) == 320000
+
+
 def test_reload_changes_decisions(ct):
     need("member-writes")
     first = one(ct, "POST /gpu/set_power_limit?gpu_ids=0&power_limit_mw=450000&block=true", user="alice")
@@ -316,6 +348,15 @@ def test_bad_policy_refused_by_reload(ct):
     log = ct.sh("journalctl -u zeusd --no-pager -n 50 -o cat").stdout
     assert "no_such_key" in log, f"the refused policy's error is not in the journal:\n{log}"
     install_policy(ct, "limited.toml")
+
+
+def test_zeusctl_reports_a_policy_denial(ct):
+    need("reloaded")  # limited.toml: alice may set GPU 0 to 200-400 W only
+    before = power_limit_mw(ct, 0)
+    denied = zeusctl(ct, "set power-limit 450W --gpu 0", "alice")
+    assert denied.returncode == 4, denied
+    assert "e2e-alice-capped" in denied.stderr, denied
+    assert power_limit_mw(ct, 0) == before, "a denied set changed the GPU"
 
 
 def test_audit_records_in_journal(ct):
@@ -379,6 +420,9 @@ def test_service_limits_are_set(ct):
     props = show(ct, "zeusd.service", "MemoryMax", "TasksMax", "LimitNOFILE", "DeviceAllow")
     assert (props["MemoryMax"], props["TasksMax"], props["LimitNOFILE"]) == \
         (str(256 * 1024 * 1024), "256", "1024"), props
+    # The fd budget (zeusd.service's comment): every admitted connection (--max-connections,
+    # default 256) and the 16 waitress accepts only to refuse, with room for NVML and the rest.
+    assert int(props["LimitNOFILE"]) >= 3 * (256 + 16), props
 
 
 def test_tcp_drop_in_serves_tcp_and_the_unix_socket_keeps_working(ct):

@@ -87,3 +87,43 @@ def test_expect_continue_over_the_cap_is_refused_without_continue(mallory):
                     "Expect: 100-continue\r\n\r\n")
     assert status_of(reply["data"]) == 413
     assert "100 Continue" not in reply["data"]
+
+
+MALFORMED = ("Malformed request: {why}; the request was not processed.")
+
+
+@pytest.mark.parametrize("head, why", [
+    # Past Python's 4300-digit int-string limit (waitress's int() would raise ValueError).
+    (LEGACY + "Content-Length: " + "9" * 5000 + "\r\n\r\n",
+     "the Content-Length header has 5000 characters; at most 19 digits are accepted"),
+    (LEGACY + "Content-Length: " + "0" * 4999 + "5\r\n\r\n",
+     "the Content-Length header has 5000 characters; at most 19 digits are accepted"),
+    # urlsplit's ValueError on a malformed IPv6 authority.
+    ("GET http://[::1/time HTTP/1.1\r\nHost: x\r\n\r\n",
+     "the request line or a header could not be parsed"),
+    (LEGACY + "Content-Length: abc\r\n\r\n", "Content-Length is invalid"),
+])
+def test_an_unparsable_head_is_answered_400_and_closed(zd, mallory, head, why):
+    mark = zd.gpus.mark()
+    reply = answers(mallory, "unparsable", head)
+    assert status_of(reply["data"]) == 400 and reply["eof"], reply
+    assert "content-type: application/json" in reply["data"].lower()
+    assert body_of(reply["data"]) == {"error": MALFORMED.format(why=why)}
+    assert zd.gpus.since(mark) == []
+    log = zd.log()
+    assert "uncaptured python exception" not in log and "Traceback" not in log, log[-2000:]
+
+
+@pytest.mark.parametrize("head, status, error", [
+    (LEGACY + "X-Big: " + "a" * 40_000 + "\r\n\r\n", 431,
+     "Request Header Fields Too Large: exceeds max_header of 32768"),
+    (LEGACY + "Transfer-Encoding: gzip\r\n\r\n", 501,
+     "Not Implemented: Transfer-Encoding requested is not supported"),
+])
+def test_waitress_refusals_answer_json(zd, mallory, head, status, error):
+    mark = zd.gpus.mark()
+    reply = answers(mallory, "refused", head)
+    # (the status line of an oversized head is HTTP/1.0: waitress never parsed its version)
+    assert int(reply["data"].split(" ", 2)[1]) == status and reply["eof"], reply
+    assert body_of(reply["data"]) == {"error": f"{error}; the request was not processed."}
+    assert zd.gpus.since(mark) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import select
 import socket
 import time
 
@@ -21,13 +22,17 @@ from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
 from ..service import deadline
 from ..limits import ServeLimits
 from .admission import Admission, peer_key, refusal_bytes
+from .parser import PeerRequestParser
 from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
 TCP_CALLER = Caller(transport="tcp")
+_HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
 
 
 class PeerTask(WSGITask):
+    _waiting_since: float | None = None  # when _stalled() first saw output waiting
+
     def execute(self):
         # The request's whole stay is bounded from when its last byte arrived, so the
         # time it waited for this worker counts too (the GPU layer reads the deadline).
@@ -45,20 +50,42 @@ class PeerTask(WSGITask):
         return environ
 
     def _peer_closed(self) -> bool:
-        """Has the client hung up? A non-consuming peek, for long responses (streams).
+        """Is the client gone? Asked between the events of a long response (a stream).
 
-        waitress does not read a connection while its request runs (no request
-        lookahead, which would cost every request), so the peek sees the EOF."""
-        sock = self.channel.socket
-        if sock is None:  # waitress already closed the channel (a write failed)
+        Gone: waitress closed the connection (a write failed), the peer closed it (poll()
+        reports POLLHUP/POLLERR: at once on a Unix socket; on TCP once a write met the RST,
+        which the stream's keepalive forces within its interval), or the client has taken
+        no byte for ``idle_timeout_s`` while output waits for it (it stopped reading).
+        Not gone: a client that only shut its write side (shutdown(SHUT_WR)), with or without
+        bytes after its request: it may still read, and HTTP lets it half-close."""
+        channel = self.channel
+        sock = channel.socket
+        if sock is None or not channel.connected:
             return True
         try:
-            data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return False
-        except OSError:
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            events = poller.poll(0)
+        except (OSError, ValueError):  # closed under us (fileno -1)
             return True
-        return data == b""
+        if any(mask & _HUNG_UP for _, mask in events):
+            return True
+        return self._stalled()
+
+    def _stalled(self) -> bool:
+        """Output has waited for the client, with no byte taken, longer than the idle timeout.
+        waitress stamps ``last_activity`` when a send moves bytes; the wait is counted from
+        the later of that and when this task first saw output waiting, so output written
+        after a quiet spell (a keepalive 15 s after the last event) does not look stale."""
+        channel = self.channel
+        if not channel.total_outbufs_len:
+            self._waiting_since = None
+            return False
+        now = time.time()
+        if self._waiting_since is None:
+            self._waiting_since = now
+        return now - max(channel.last_activity, self._waiting_since) > \
+            channel.limits.idle_timeout_s
 
     def write(self, data):
         super().write(data)
@@ -69,22 +96,29 @@ class PeerTask(WSGITask):
 
 
 class PeerErrorTask(ErrorTask):
-    """waitress's own refusals; a body over the cap gets a JSON answer saying the cap."""
+    """waitress's own refusals (malformed requests, oversized headers or bodies), in JSON like
+    every other zeusd error; a body over the cap gets an answer saying the cap."""
 
     def execute(self):
         error = self.request.error
-        if getattr(error, "code", None) != 413:
-            return super().execute()
-        cap = self.channel.adj.max_request_body_size - 1
-        body = json.dumps({"error": f"Request body too large: zeusd accepts at most {cap} "
-                                    "bytes; the request was not processed."}).encode()
-        self.status = "413 Request Entity Too Large"
+        if getattr(error, "code", None) == 413:
+            cap = self.channel.adj.max_request_body_size - 1
+            why = f"zeusd accepts at most {cap} bytes"
+        else:
+            why = error.body.rstrip(".")  # waitress's sentences; ours continues
+        # A 500 here is waitress reporting the app's failure: that request did run.
+        unserved = "; the request was not processed." if error.code != 500 else ""
+        body = json.dumps({"error": f"{_REFUSALS.get(error.code, error.reason)}: {why}"
+                                    f"{unserved}"}).encode()
+        self.status = f"{error.code} {error.reason}"
         self.response_headers.extend([("Content-Type", "application/json"),
                                       ("Connection", "close")])
         self.close_on_finish = True
         self.content_length = len(body)
         self.write(body)
-        return None
+
+
+_REFUSALS = {413: "Request body too large", 400: "Malformed request"}
 
 
 def identify(sock: socket.socket) -> Caller:
@@ -99,6 +133,7 @@ class PeerChannel(HTTPChannel):
 
     task_class = PeerTask
     error_task_class = PeerErrorTask
+    parser_class = PeerRequestParser
     limits = ServeLimits()
     zeusd_slot = None  # (Admission, peer key, member) when admission counted this connection
 
