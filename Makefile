@@ -69,6 +69,8 @@ e2e:
 ## Latency/throughput against a bare waitress+Falcon app, and the cost of a 50-rule policy.
 bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
+	$(PY) bench/bench_api.py --energy --rounds 5
+	$(PY) bench/bench_energy.py
 	$(PY) bench/bench_policy.py --rules 50
 
 deb:

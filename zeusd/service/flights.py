@@ -104,6 +104,8 @@ class ReadFlights:
 
     def longest(self) -> tuple[str, float]:
         """The read running for the longest, with how long (0 when none runs)."""
+        if not self._flights:  # the common case, on every request: no lock, no list
+            return "", 0.0
         now = time.monotonic()
         with self._lock:
             running = [(now - f.started, f.name) for f in self._flights.values()
