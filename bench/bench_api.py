@@ -52,13 +52,15 @@ ENERGY_PATH = "/gpu/get_cumulative_energy"
 SPREAD_GPUS = 4  # writes of 16 clients go to GPU k % 4
 
 
-def cases(clients: int, energy: bool) -> list[tuple[str, str, str]]:
-    """(name, method, path) measured at this client count."""
+def cases(clients: int, energy: bool, fixture_latency: bool) -> list[tuple[str, str, str]]:
+    """(name, method, path) measured at this client count. Non-blocking writes only without
+    fixture latencies: with them the writes come faster than the driver takes them (429)."""
     if energy:
         return [("get_cumulative_energy", "GET", ENERGY_PATH)]
     if clients == 1:
+        later = [] if fixture_latency else [("set_power_limit nb", "POST", SET_LATER_PATH)]
         return [("get_power_limit", "GET", GET_PATH), ("set_power_limit", "POST", SET_PATH),
-                ("set_power_limit nb", "POST", SET_LATER_PATH)]
+                *later]
     return [("get_power_limit", "GET", GET_PATH),
             (f"set {SPREAD_GPUS} GPUs", "POST", SPREAD_SET_PATH)]
 SMALL_POLICY = '[defaults]\noperations = ["all"]\nrestore_on_exit = false\n'
@@ -209,7 +211,7 @@ def measure(args) -> list:
 
                 for _ in range(args.rounds):
                     run(("bare", "bare 200"), bare, "GET", GET_PATH)
-                    for name, method, path in cases(clients, args.energy):
+                    for name, method, path in cases(clients, args.energy, args.fixture_latency):
                         for policy, server, process in servers:
                             process.use(policy)
                             run((server, name), "unix:" + process.socket, method, path)

@@ -244,10 +244,12 @@ class GpuWorker:
 
     def try_inline(self) -> bool:
         """Take the GPU for a command run on the caller's thread: only while nothing is
-        queued or running, the GPU was not slow, and the inline budget allows. On True the
-        caller must ``run_inline`` (which gives everything back)."""
+        queued or running, no other request waits for the GPU (under load the GPU's thread
+        runs a backlog back to back, cheaper than threads taking turns), the GPU was not
+        slow, and the inline budget allows. On True the caller must ``run_inline`` (which
+        gives everything back)."""
         with self._count_lock:
-            if self._queued or self.stopping or self.is_slow() \
+            if self._queued or self._waiting > 1 or self.stopping or self.is_slow() \
                     or not self._run_lock.acquire(blocking=False):
                 return False
             if not self.budget.take():
