@@ -132,8 +132,8 @@ def run_case(address: str, method: str, path: str, clients: int, seconds: float)
 class Zeusd:
     """One zeusd process whose policy file the bench swaps (SIGHUP) between rounds."""
 
-    def __init__(self, tmp: Path, threads: int, env: dict, gpus: str, name: str = "zeusd"
-                 ) -> None:
+    def __init__(self, tmp: Path, threads: int, env: dict, gpus: str, name: str = "zeusd",
+                 source: Path = REPO) -> None:
         self.policy = tmp / f"{name}-policy.toml"
         self.write_policy(SMALL_POLICY)
         self.socket = str(tmp / f"{name}.sock")
@@ -142,7 +142,8 @@ class Zeusd:
              "--simulated-gpus", gpus, "--socket-path", self.socket,
              "--policy", str(self.policy), "--num-workers", str(threads),
              "--enable", "gpu-control,gpu-read", "--log-level", "warning"],
-            env=env, stderr=subprocess.DEVNULL)
+            # `-m` puts the working directory first on sys.path: it picks the source tree.
+            env=dict(env, PYTHONPATH=str(source)), cwd=source, stderr=subprocess.DEVNULL)
         self.current = SMALL_POLICY
 
     def write_policy(self, text: str) -> None:
@@ -183,7 +184,7 @@ def start_servers(tmp: Path, threads: int, gpus: str, compare: str | None):
     zeusd = Zeusd(tmp, threads, env, gpus)
     before = None
     if compare:
-        before = Zeusd(tmp, threads, dict(env, PYTHONPATH=compare), gpus, "before")
+        before = Zeusd(tmp, threads, env, gpus, "before", Path(compare).resolve())
     procs = [bare, zeusd.proc] + ([before.proc] if before else [])
     wait_serving(bare_socket, bare)
     for server in (zeusd, before) if before else (zeusd,):
