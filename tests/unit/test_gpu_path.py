@@ -104,6 +104,19 @@ def test_no_inline_call_without_budget_for_several_gpus_or_on_a_slow_gpu(rig, mo
     assert sorted(r.ran) == sorted(("x", f"zeusd-gpu{i}") for i in indices)
 
 
+def test_no_inline_call_while_another_request_waits_for_the_gpu(rig):
+    r = rig()
+    r.hang_next(ENERGY)  # a read waits on GPU 0 (beside the queue, which stays empty)
+    reader = r.in_thread(r.manager.read_all, [0], _energy_mj, "get_total_energy")
+    wait_until(lambda: r.calls(ENERGY) == 1)
+    r.manager.run_one(0, r.job("x"), "set_power_limit")
+    assert r.ran == [("x", "zeusd-gpu0")]
+    r.backend.release_hangs()
+    reader["thread"].join(10)
+    r.manager.run_one(0, r.job("y"), "set_power_limit")  # alone again: inline
+    assert r.ran[-1] == ("y", threading.current_thread().name)
+
+
 def test_commands_behind_an_inline_call_run_after_it_in_arrival_order(rig):
     r = rig()
     r.hang_next(SET_LIMIT)

@@ -8,9 +8,11 @@ for the same reading while one call is running get that call's answer instead of
 a second call: the answer is at most one call's duration old, which is also what the second
 call would have waited.
 
-A flight is run by one thread (the request that started it, or the GPU's reader thread);
-everyone else waits on it with a bounded wait, so a hung read ties up at most that one
-thread and every waiter gets its 504 when the call limit passes.
+A flight is run by one thread (the request that started it, for a read of one GPU within
+the inline budget, or else the GPU's reader thread); everyone else waits on it with a
+bounded wait, so a hung read ties up at most that one thread and every waiter gets its 504
+when the call limit passes. The request running a hung read itself is answered when the
+call returns, as a command run inline (see ``gpu_manager``).
 """
 
 from __future__ import annotations

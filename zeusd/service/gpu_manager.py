@@ -6,12 +6,15 @@ as a barrier behind earlier non-blocking ones (upstream's behaviour).
 
 The inline path: handing a command to the GPU's thread and back costs two thread
 wake-ups (tens of µs, more than the daemon's own work per request), so a blocking
-request for ONE GPU whose queue is empty runs its command on its own thread. Order is
+request for ONE GPU whose queue is empty, and that no other request waits for, runs its
+command on its own thread (under load the GPU's thread runs the backlog). Order is
 kept by one run lock per GPU that the GPU's thread also takes for each command, taken
 inline only while nothing is queued or running. The trade, decided: a request whose
 own inline call hangs cannot be answered 504 (a thread inside a driver call cannot be
 cancelled or made to answer), so its client waits until the call returns and then gets
-the call's real outcome. Everything else is kept: a command queued behind it that waits
+the call's real outcome. Right because a hung driver call leaves that GPU unusable
+whatever we answer, while the hand-off cost every request on every GPU. Everything
+else is kept: a command queued behind it that waits
 past the call limit is answered 504 and never runs later; once the call has overrun the
 limit every request for the GPU is answered 504 at once; a GPU that was slow
 (``SLOW_CALL_S``) or is busy gets no inline calls; a request for several GPUs (a read of
