@@ -302,7 +302,8 @@ class SimulatedGpu(GpuProbe):
         now = self._clock.now()
         with self._lock:
             self._calls[call] += 1
-            fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)]
+            fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)] \
+                if self._faults else ()  # most GPUs have none: no list, no scan
             self._lost = self._lost or any(f.lost for f in fired)
             lost = self._lost
         if self._latency:
