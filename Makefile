@@ -70,6 +70,8 @@ e2e:
 ## soon a SIGKILLed owner's leases are restored.
 bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
+	$(PY) bench/bench_api.py --energy --rounds 5
+	$(PY) bench/bench_energy.py
 	$(PY) bench/bench_policy.py --rules 50
 	$(PY) bench/bench_leases.py --kills 100 --knobs 2
 

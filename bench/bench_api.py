@@ -1,6 +1,7 @@
 """Latency and throughput of zeusd against a bare waitress+Falcon app, same run.
 
 Usage: python bench/bench_api.py [--seconds 2] [--rounds 3] [--clients 1,16] [--policy-rules 50]
+                                [--compare DIR] [--energy]
 
 Each client is its own process with one keep-alive http.client connection over
 the Unix socket (as Zeus clients connect). Run as root, the clients drop to the
@@ -13,6 +14,12 @@ round by round, so the comparison is not between two processes.
 With --fixture-latency, each simulated NVML call takes as long as it took on a
 real H200 (the p50s of the probe, e.g. 171 µs to read the power limit, 3 ms to
 read the energy counter), so the table shows the cost a real node would see.
+With --compare DIR, a second zeusd run from the source tree DIR (e.g. an export of
+an older commit) is measured in the same rounds: before/after in one run.
+Cases: one client reads a limit, sets it blocking and non-blocking; 16 clients
+read, and write blocking with client k on GPU k % 4 (spread over 4 GPUs).
+--energy instead measures get_cumulative_energy of all GPUs (8 simulated H200s with
+fixture latencies unless told otherwise) with 16 clients.
 """
 
 from __future__ import annotations
@@ -39,6 +46,23 @@ from tests.support.daemon import wait_serving  # noqa: E402
 NOBODY = 65534
 GET_PATH = "/gpu/get_power_limit?gpu_ids=0"
 SET_PATH = "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=true"
+SET_LATER_PATH = "/gpu/set_power_limit?gpu_ids=0&power_limit_mw={v}&block=false"
+SPREAD_SET_PATH = "/gpu/set_power_limit?gpu_ids={g}&power_limit_mw={v}&block=true"
+ENERGY_PATH = "/gpu/get_cumulative_energy"
+SPREAD_GPUS = 4  # writes of 16 clients go to GPU k % 4
+
+
+def cases(clients: int, energy: bool, fixture_latency: bool) -> list[tuple[str, str, str]]:
+    """(name, method, path) measured at this client count. Non-blocking writes only without
+    fixture latencies: with them the writes come faster than the driver takes them (429)."""
+    if energy:
+        return [("get_cumulative_energy", "GET", ENERGY_PATH)]
+    if clients == 1:
+        later = [] if fixture_latency else [("set_power_limit nb", "POST", SET_LATER_PATH)]
+        return [("get_power_limit", "GET", GET_PATH), ("set_power_limit", "POST", SET_PATH),
+                *later]
+    return [("get_power_limit", "GET", GET_PATH),
+            (f"set {SPREAD_GPUS} GPUs", "POST", SPREAD_SET_PATH)]
 SMALL_POLICY = '[defaults]\noperations = ["all"]\nrestore_on_exit = false\n'
 
 
@@ -59,7 +83,8 @@ def _drop_privileges() -> None:
         os.setuid(NOBODY)
 
 
-def _client(address: str, method: str, path: str, seconds: float, start_at: float, out) -> None:
+def _client(address: str, method: str, path: str, seconds: float, start_at: float, out,
+            number: int) -> None:
     _drop_privileges()
     client = Client(address)
     latencies = []
@@ -72,7 +97,7 @@ def _client(address: str, method: str, path: str, seconds: float, start_at: floa
         t0 = time.perf_counter()
         if t0 >= end:
             break
-        reply = client.request(method, path.format(v=values[i % 2]))
+        reply = client.request(method, path.format(v=values[i % 2], g=number % SPREAD_GPUS))
         latencies.append(time.perf_counter() - t0)
         if reply.status != 200:
             out.put(("error", f"{reply.status} {reply.text[:200]}"))
@@ -84,8 +109,8 @@ def _client(address: str, method: str, path: str, seconds: float, start_at: floa
 def run_case(address: str, method: str, path: str, clients: int, seconds: float) -> dict:
     out: mp.Queue = mp.Queue()
     start_at = time.time() + 0.3
-    procs = [mp.Process(target=_client, args=(address, method, path, seconds, start_at, out))
-             for _ in range(clients)]
+    procs = [mp.Process(target=_client, args=(address, method, path, seconds, start_at, out, k))
+             for k in range(clients)]
     for p in procs:
         p.start()
     latencies: list[float] = []
@@ -107,16 +132,18 @@ def run_case(address: str, method: str, path: str, clients: int, seconds: float)
 class Zeusd:
     """One zeusd process whose policy file the bench swaps (SIGHUP) between rounds."""
 
-    def __init__(self, tmp: Path, threads: int, env: dict, gpus: str) -> None:
-        self.policy = tmp / "policy.toml"
+    def __init__(self, tmp: Path, threads: int, env: dict, gpus: str, name: str = "zeusd",
+                 source: Path = REPO) -> None:
+        self.policy = tmp / f"{name}-policy.toml"
         self.write_policy(SMALL_POLICY)
-        self.socket = str(tmp / "zeusd.sock")
+        self.socket = str(tmp / f"{name}.sock")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "zeusd", "serve", "--gpu-backend", "simulated",
              "--simulated-gpus", gpus, "--socket-path", self.socket,
              "--policy", str(self.policy), "--num-workers", str(threads),
              "--enable", "gpu-control,gpu-read", "--log-level", "warning"],
-            env=env, stderr=subprocess.DEVNULL)
+            # `-m` puts the working directory first on sys.path: it picks the source tree.
+            env=dict(env, PYTHONPATH=str(source)), cwd=source, stderr=subprocess.DEVNULL)
         self.current = SMALL_POLICY
 
     def write_policy(self, text: str) -> None:
@@ -149,15 +176,20 @@ def simulated_gpus(tmp: Path, count: int, fixture_latency: bool) -> str:
     return str(spec)
 
 
-def start_servers(tmp: Path, threads: int, gpus: str):
+def start_servers(tmp: Path, threads: int, gpus: str, compare: str | None):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     bare_socket = str(tmp / "bare.sock")
     bare = subprocess.Popen([sys.executable, str(REPO / "bench" / "bare_app.py"), bare_socket,
                              str(threads)], env=env)
     zeusd = Zeusd(tmp, threads, env, gpus)
+    before = None
+    if compare:
+        before = Zeusd(tmp, threads, env, gpus, "before", Path(compare).resolve())
+    procs = [bare, zeusd.proc] + ([before.proc] if before else [])
     wait_serving(bare_socket, bare)
-    wait_serving(zeusd.socket, zeusd.proc)
-    return "unix:" + bare_socket, zeusd, [bare, zeusd.proc]
+    for server in (zeusd, before) if before else (zeusd,):
+        wait_serving(server.socket, server.proc)
+    return "unix:" + bare_socket, zeusd, before, procs
 
 
 def measure(args) -> list:
@@ -165,7 +197,10 @@ def measure(args) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)  # the clients run as nobody
         gpus = simulated_gpus(Path(tmp), args.gpus, args.fixture_latency)
-        bare, zeusd, procs = start_servers(Path(tmp), args.threads, gpus)
+        bare, zeusd, before, procs = start_servers(Path(tmp), args.threads, gpus, args.compare)
+        servers = [(SMALL_POLICY, "zeusd", zeusd), (big_policy, "zeusd+rules", zeusd),
+                   (SMALL_POLICY, "before", before)]
+        servers = [s for s in servers if s[0] is not None and s[2] is not None]
         try:
             rows = []
             for clients in (int(c) for c in args.clients.split(",")):
@@ -177,13 +212,10 @@ def measure(args) -> list:
 
                 for _ in range(args.rounds):
                     run(("bare", "bare 200"), bare, "GET", GET_PATH)
-                    for policy, server in ((SMALL_POLICY, "zeusd"), (big_policy, "zeusd+rules")):
-                        if policy is None:
-                            continue
-                        zeusd.use(policy)
-                        run((server, "get_power_limit"), "unix:" + zeusd.socket, "GET", GET_PATH)
-                        run((server, "set_power_limit"), "unix:" + zeusd.socket, "POST",
-                            SET_PATH)
+                    for name, method, path in cases(clients, args.energy, args.fixture_latency):
+                        for policy, server, process in servers:
+                            process.use(policy)
+                            run((server, name), "unix:" + process.socket, method, path)
                 rows.append((clients, {k: _median(v) for k, v in samples.items()}))
             return rows
         finally:
@@ -198,12 +230,14 @@ def _median(results: list[dict]) -> dict:
 
 def print_table(rows, args) -> None:
     who = "nobody" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s per case, median round; "
           f"waitress threads {args.threads}; clients run as {who}; zeusd = 1-line policy, "
           f"zeusd+rules = the same process after SIGHUP to {args.policy_rules} rules; "
+          f"before = {args.compare or '-'}; load average at the end {load}; "
           f"{args.gpus} simulated H200s, fixture latencies "
           f"{'on' if args.fixture_latency else 'off'}")
-    print(f"{'server':<12} {'clients':>7} {'case':<16} {'p50 us':>8} {'p99 us':>8} "
+    print(f"{'server':<12} {'clients':>7} {'case':<22} {'p50 us':>8} {'p99 us':>8} "
           f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/1-rule':>11}")
     for clients, results in rows:
         base = results[("bare", "bare 200")]
@@ -211,7 +245,7 @@ def print_table(rows, args) -> None:
             plain = results.get(("zeusd", name))
             vs_plain = f"{r['p50_us'] / plain['p50_us']:>11.3f}" if server == "zeusd+rules" \
                 else f"{'':>11}"
-            print(f"{server:<12} {clients:>7} {name:<16} {r['p50_us']:>8.0f} "
+            print(f"{server:<12} {clients:>7} {name:<22} {r['p50_us']:>8.0f} "
                   f"{r['p99_us']:>8.0f} {r['rps']:>8.0f} {r['p50_us'] / base['p50_us']:>9.2f} "
                   f"{r['rps'] / base['rps']:>9.2f} {vs_plain}")
 
@@ -225,10 +259,19 @@ def main() -> None:
     parser.add_argument("--policy-rules", type=int, default=0,
                         help="also measure zeusd after a reload to a policy of N rules that "
                              "the caller falls through (the worst case)")
-    parser.add_argument("--gpus", type=int, default=2, help="simulated H200s")
+    parser.add_argument("--gpus", type=int, default=SPREAD_GPUS, help="simulated H200s")
     parser.add_argument("--fixture-latency", action="store_true",
                         help="each NVML call sleeps a real H200's measured p50 latency")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also measure the zeusd of this source tree, in the same rounds")
+    parser.add_argument("--energy", action="store_true",
+                        help="get_cumulative_energy of all GPUs, 16 clients, 8 GPUs with "
+                             "fixture latencies (unless --gpus/--clients say otherwise)")
     args = parser.parse_args()
+    if args.energy:
+        args.fixture_latency = True
+        args.gpus = 8 if args.gpus == SPREAD_GPUS else args.gpus
+        args.clients = "16" if args.clients == "1,16" else args.clients
     print_table(measure(args), args)
 
 

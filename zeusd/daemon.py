@@ -135,7 +135,8 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
     limits = config.limits
     manager = GpuManager(devices, infos, call_timeout_s=config.nvml_timeout_s,
                          max_queue_per_gpu=config.max_queue_per_gpu,
-                         max_waiting_per_gpu=limits.waiting_per_gpu(config.num_workers))
+                         max_waiting_per_gpu=limits.waiting_per_gpu(config.num_workers),
+                         max_inline_calls=config.num_workers // 4)
     key = None
     if config.signing_key_path:
         with open(config.signing_key_path, "rb") as f:

@@ -34,7 +34,10 @@ it), exactly as a real lost GPU would; to lose it while serving, give
 ``after_calls`` (``info()`` makes 4 calls per GPU) or ``after_s``.
 ``release_hangs()`` releases every hang, current and later ones.
 Delays and hangs happen outside the GPU's lock, as a slow driver call would
-not stop other threads from queueing their own.
+not stop other threads from queueing their own. Except energy reads: the driver
+serialises ``nvmlDeviceGetTotalEnergyConsumption`` per GPU (a second caller waits
+for the first's ~4 ms call), so they take a per-GPU lock for the whole call,
+latency, delays and hangs included.
 Time (delays, latency, ``after_s``, power and energy) is the ``clock``'s, so tests
 can advance it by hand instead of sleeping.
 """
@@ -115,6 +118,7 @@ class SimulatedGpu(GpuProbe):
         self._latency = latency
         self._release = release or threading.Event()
         self._lock = threading.Lock()
+        self._energy_lock = threading.Lock()  # the driver runs one energy read at a time
         self._faults: list[_ActiveFault] = []
         self._calls: collections.Counter[str] = collections.Counter()  # NVML function -> calls
         self._lost = False
@@ -253,12 +257,13 @@ class SimulatedGpu(GpuProbe):
 
     def get_total_energy_mj(self) -> int:
         call = "nvmlDeviceGetTotalEnergyConsumption"
-        self._enter(call)
-        if not self.profile.energy_counter:
-            raise NvmlError(NOT_SUPPORTED, call)
-        with self._lock:
-            self._advance()
-            return int(self._energy_mj)
+        with self._energy_lock:
+            self._enter(call)
+            if not self.profile.energy_counter:
+                raise NvmlError(NOT_SUPPORTED, call)
+            with self._lock:
+                self._advance()
+                return int(self._energy_mj)
 
     def get_power_mw(self) -> int:
         if self._instant_supported:
@@ -297,7 +302,8 @@ class SimulatedGpu(GpuProbe):
         now = self._clock.now()
         with self._lock:
             self._calls[call] += 1
-            fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)]
+            fired = [f.spec for f in self._faults if self._matches(f.spec, call) and f.fires(now)] \
+                if self._faults else ()  # most GPUs have none: no list, no scan
             self._lost = self._lost or any(f.lost for f in fired)
             lost = self._lost
         if self._latency:

@@ -1,8 +1,28 @@
-"""Runs GPU commands: one worker thread per GPU, strictly in arrival order.
+"""Runs GPU commands: per GPU one at a time, strictly in arrival order.
 
 Why a thread per GPU: NVML calls block, a hung one must not hold up other GPUs
 or other requests, and per-GPU FIFO order is what lets a blocking request act
 as a barrier behind earlier non-blocking ones (upstream's behaviour).
+
+The inline path: handing a command to the GPU's thread and back costs two thread
+wake-ups (tens of µs, more than the daemon's own work per request), so a blocking
+request for ONE GPU whose queue is empty, and that no other request waits for, runs its
+command on its own thread (under load the GPU's thread runs the backlog). Order is
+kept by one run lock per GPU that the GPU's thread also takes for each command, taken
+inline only while nothing is queued or running. The trade, decided: a request whose
+own inline call hangs cannot be answered 504 (a thread inside a driver call cannot be
+cancelled or made to answer), so its client waits until the call returns and then gets
+the call's real outcome. Right because a hung driver call leaves that GPU unusable
+whatever we answer, while the hand-off cost every request on every GPU. Everything
+else is kept: a command queued behind it that waits
+past the call limit is answered 504 and never runs later; once the call has overrun the
+limit every request for the GPU is answered 504 at once; a GPU that was slow
+(``SLOW_CALL_S``) or is busy gets no inline calls; a request for several GPUs (a read of
+all GPUs must skip a hung one) never runs inline; and at most ``max_inline_calls`` HTTP
+threads are inside driver calls at once, so a driver hanging on every GPU can take no
+more workers than that from the server. Non-blocking writes are always queued.
+
+Measurement reads (power, energy) do not queue at all: see ``flights``.
 """
 
 from __future__ import annotations
@@ -18,6 +38,7 @@ from ..devices.guarded import GuardedDevice
 from ..errors import (AggregatedError, GpuBusy, GpuLost, GpuTimedOut, QueueFull, ShuttingDown,
                       ZeusdError, device_error)
 from . import deadline
+from .flights import Flight, ReadFlights
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,25 +83,47 @@ SLOW_CALL_S = 0.25
 EVICT_CHECK_S = 0.1  # how often a waiter checks whether it should make way
 
 
+class InlineBudget:
+    """How many HTTP threads may be inside driver calls at once (inline commands and
+    reads), across all GPUs: what a driver hanging everywhere can take from the server."""
+
+    def __init__(self, calls: int) -> None:
+        self._left = calls
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self._left += 1
+
+
 class GpuWorker:
     """A bounded FIFO of commands for one GPU and the thread that runs them."""
 
     def __init__(self, device: GpuDevice, max_queue: int, call_timeout_s: float,
-                 max_waiting: int) -> None:
+                 max_waiting: int, budget: InlineBudget | None = None) -> None:
         self.device = device if isinstance(device, GuardedDevice) else GuardedDevice(device)
         self.max_queue = max_queue
         self.call_timeout_s = call_timeout_s
         self.max_waiting = max_waiting
+        self.budget = budget or InlineBudget(0)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._count_lock = threading.Lock()
-        self._queued = 0
+        self._run_lock = threading.Lock()  # held by whoever runs a command: thread or inline
+        self._next: Pending | None = None  # taken off the queue, waiting for the run lock
+        self._queued = 0  # queued or running, inline ones included
         self._waiting = 0  # HTTP worker threads waiting on this GPU right now
         self.last_call_s = 0.0  # how long the last command took
         self.stopping = False
         self._current_started: float | None = None
         self._current_name = ""
-        self._poll_started: float | None = None  # the stream poll now running, if any
-        self._poll_name = ""
+        self.flights = ReadFlights(self.device, self._read_took)
         self._thread = threading.Thread(
             target=self._run, name=f"zeusd-gpu{device.index}", daemon=True
         )
@@ -156,27 +199,77 @@ class GpuWorker:
                 f"has not returned for {stuck_s:.0f} s; nothing was queued")
 
     def longest_call(self) -> tuple[str, float]:
-        """The call in flight on this GPU for the longest: the queue's command or the
-        stream poll beside it, with how long it has run (0 when idle)."""
-        started = self._poll_started
-        poll_s = 0.0 if started is None else time.monotonic() - started
+        """The call in flight on this GPU for the longest: the queue's command or a read
+        beside it, with how long it has run (0 when idle)."""
+        read_name, read_s = self.flights.longest()
         command_s = self.stuck_for_s()
-        return (self._poll_name, poll_s) if poll_s > command_s else (self._current_name,
-                                                                      command_s)
+        return (read_name, read_s) if read_s > command_s else (self._current_name, command_s)
+
+    def _read_took(self, seconds: float) -> None:
+        """A read beside the queue counts for slowness like a command."""
+        self.last_call_s = seconds
 
     def poll(self, job: Job, name: str):
-        """Run a stream's read on the calling thread, beside the queue, never behind it
-        (a long queue of writes must not stall the streams). It gets the same protection
-        as a queued command: a lost, hung or stopping GPU is not called, an NVML error is
-        noted in the GPU's shared health record, and a poll that overruns the call limit
-        makes the GPU hung for every request and /discover."""
+        """Run a stream's read on the calling thread (the poller's own), beside the queue,
+        never behind it (a long queue of writes must not stall the streams). It gets the
+        same protection as a request's read: a lost, hung or stopping GPU is not called, an
+        NVML error is noted in the GPU's shared health record, and a poll that overruns the
+        call limit makes the GPU hung for every request and /discover."""
         self.refuse_if_unavailable()
-        self._poll_name = name
-        self._poll_started = time.monotonic()
+        flight, lead = self.flights.join_or_lead(name)
+        if lead:
+            self.flights.fly(flight, job)
+        return self.wait_flight(flight)
+
+    def wait_flight(self, flight: Flight):
+        """A read's answer; GpuTimedOut once it has run (or waited to start) past the call
+        limit, or when the request's own deadline passes first."""
+        while not flight.done.is_set():
+            left_s = deadline.remaining_s()
+            base = flight.started or flight.created
+            limit_s = base + self.call_timeout_s - time.monotonic()
+            step_s = limit_s if left_s is None else min(limit_s, left_s)
+            if step_s > 0 and flight.done.wait(step_s):
+                break
+            if left_s is not None and left_s <= step_s:
+                raise GpuTimedOut(f"NVML call {flight.name} on GPU {self.device.index} was "
+                                  "still running when the request time limit ran out")
+            if flight.started is None and limit_s <= 0:
+                name, _ = self.longest_call()
+                raise GpuTimedOut(
+                    f"GPU {self.device.index} did not answer within {self.call_timeout_s:g} s: "
+                    f"NVML call {name} has not returned; this read did not start")
+            if flight.started is not None and time.monotonic() - flight.started \
+                    >= self.call_timeout_s:
+                raise GpuTimedOut(f"NVML call {flight.name} on GPU {self.device.index} did "
+                                  f"not return within {self.call_timeout_s:g} s")
+        return flight.answer()
+
+    def try_inline(self) -> bool:
+        """Take the GPU for a command run on the caller's thread: only while nothing is
+        queued or running, no other request waits for the GPU (under load the GPU's thread
+        runs a backlog back to back, cheaper than threads taking turns), the GPU was not
+        slow, and the inline budget allows. On True the caller must ``run_inline`` (which
+        gives everything back)."""
+        with self._count_lock:
+            if self._queued or self._waiting > 1 or self.stopping or self.is_slow() \
+                    or not self._run_lock.acquire(blocking=False):
+                return False
+            if not self.budget.take():
+                self._run_lock.release()
+                return False
+            self._queued += 1
+        return True
+
+    def run_inline(self, job: Job, name: str):
+        """Run a command taken with ``try_inline`` on this thread; its error is raised."""
+        self._current_name = name
+        self._current_started = time.monotonic()
         try:
             return job(self.device)
         finally:
-            self._poll_started = None
+            self._end_call()
+            self.budget.give()
 
     def stuck_for_s(self) -> float:
         """How long the call now running has run (0 when idle)."""
@@ -189,6 +282,7 @@ class GpuWorker:
 
     def stop(self) -> None:
         self._queue.put(None)
+        self.flights.close()
 
     def drain(self, until: float) -> list[Pending]:
         """Stop taking commands, let the queue run until ``until`` (monotonic), then take
@@ -199,6 +293,9 @@ class GpuWorker:
                 and self.stuck_for_s() < self.call_timeout_s:
             time.sleep(0.02)
         left = []
+        waiting_to_run = self._next  # behind a call that will not return in time
+        if waiting_to_run is not None and waiting_to_run.claim.acquire(blocking=False):
+            left.append(waiting_to_run)  # the thread counts it off when it gets the lock
         while True:
             try:
                 pending = self._queue.get_nowait()
@@ -212,13 +309,26 @@ class GpuWorker:
         with self._count_lock:
             self._queued -= 1
 
+    def _end_call(self) -> None:
+        """After a command (queued or inline): note its time, give the GPU back."""
+        self.last_call_s = time.monotonic() - self._current_started
+        self._current_started = None
+        self._finished()
+        self._run_lock.release()
+
     def _run(self) -> None:
         while True:
             pending = self._queue.get()
             if pending is None:
                 return
+            # The run lock before the claim: while an inline call runs, a waiter that
+            # gives up can still cancel this command, so a 504 never runs later.
+            self._next = pending
+            self._run_lock.acquire()
+            self._next = None
             if not pending.claim.acquire(blocking=False):  # its waiter gave up: skip it
                 self._finished()
+                self._run_lock.release()
                 pending.free_slot()
                 continue
             self._current_name = pending.name
@@ -228,9 +338,7 @@ class GpuWorker:
             except BaseException as exc:  # noqa: BLE001 - delivered to the waiter
                 pending.error = exc
             finally:
-                self.last_call_s = time.monotonic() - self._current_started
-                self._current_started = None
-                self._finished()
+                self._end_call()
                 pending.free_slot()
             pending.done.release()
             if pending.error is not None and pending.on_error is not None:
@@ -248,11 +356,13 @@ class GpuManager:
         call_timeout_s: float = 10.0,
         max_queue_per_gpu: int = 1024,
         max_waiting_per_gpu: int = 1024,
+        max_inline_calls: int = 2,
     ) -> None:
         self.infos = infos
         self.call_timeout_s = call_timeout_s
-        self._workers = [GpuWorker(d, max_queue_per_gpu, call_timeout_s, max_waiting_per_gpu)
-                         for d in devices]
+        budget = InlineBudget(max_inline_calls)
+        self._workers = [GpuWorker(d, max_queue_per_gpu, call_timeout_s, max_waiting_per_gpu,
+                                   budget) for d in devices]
         self.deferred_failures = 0
         self._lock = threading.Lock()
 
@@ -350,9 +460,31 @@ class GpuManager:
                 raise AggregatedError(errors)
         return results, errors
 
-    def _run(self, indices: list[int], job: Job, name: str, skip_unavailable: bool):
-        """Check, count as waiting, queue, wait. Without ``skip_unavailable`` a GPU that
-        cannot take the command fails the whole request before anything is queued."""
+    def read_all(self, indices: Iterable[int], job: Job, name: str) -> dict[int, object]:
+        """A measurement read of every listed GPU, beside the queues and single flight:
+        ``name`` identifies the reading, so ``job`` must be the same for the same name."""
+        results, errors = self._run(list(indices), job, name, skip_unavailable=False,
+                                    beside=True)
+        if errors:
+            raise AggregatedError(errors)
+        return results
+
+    def read_available(self, indices: Iterable[int], job: Job, name: str
+                       ) -> tuple[dict[int, object], dict[int, ZeusdError]]:
+        """``read_all`` that leaves out the GPUs that cannot answer now, as
+        ``run_available`` does."""
+        results, errors = self._run(list(indices), job, name, skip_unavailable=True,
+                                    beside=True)
+        if not results or not all(e.gpu_unavailable for e in errors.values()):
+            if errors:
+                raise AggregatedError(errors)
+        return results, errors
+
+    def _run(self, indices: list[int], job: Job, name: str, skip_unavailable: bool,
+             beside: bool = False):
+        """Check, count as waiting, run: a command inline or queued, a read in a flight.
+        Without ``skip_unavailable`` a GPU that cannot take it fails the whole request
+        before anything is queued."""
         errors: dict[int, ZeusdError] = {}
         waiting: list[int] = []
         try:
@@ -368,10 +500,61 @@ class GpuManager:
                     if not skip_unavailable:
                         raise
                     errors[i] = exc
+            if beside:
+                return self._fly_and_wait(waiting, job, name, errors), errors
+            if len(waiting) == 1 and len(indices) == 1 and self._may_inline():
+                results = self._inline(waiting[0], job, name, errors)
+                if results is not None:
+                    return results, errors
             return self._queue_and_wait(waiting, job, name, errors), errors
         finally:
             for i in waiting:  # slots not handed to a queued command
                 self._workers[i].stop_waiting()
+
+    @staticmethod
+    def _may_inline() -> bool:
+        """A request past its deadline goes the queued way, which refuses it properly."""
+        left_s = deadline.remaining_s()
+        return left_s is None or left_s > 0
+
+    def _inline(self, index: int, job: Job, name: str, errors: dict[int, ZeusdError]
+                ) -> dict[int, object] | None:
+        """The command run on this thread, or None when the GPU cannot be taken now."""
+        worker = self._workers[index]
+        if not worker.try_inline():
+            return None
+        try:
+            return {index: worker.run_inline(job, name)}
+        except BaseException as exc:  # noqa: BLE001 - mapped per GPU as a queued one is
+            errors[index] = device_error(exc)
+            return {}
+
+    def _fly_and_wait(self, waiting: list[int], job: Job, name: str,
+                      errors: dict[int, ZeusdError]) -> dict[int, object]:
+        """Join each GPU's flight of ``name`` or start one: run on this thread for a
+        one-GPU read within the inline budget, else by the GPU's reader thread (a read of
+        several GPUs runs them in parallel, and a hung one must not stop the others)."""
+        flights = {}
+        for i in waiting:
+            worker = self._workers[i]
+            flight, lead = worker.flights.join_or_lead(name)
+            flights[i] = flight
+            if not lead:
+                continue
+            if len(waiting) == 1 and worker.budget.take():
+                try:
+                    worker.flights.fly(flight, job)
+                finally:
+                    worker.budget.give()
+            else:
+                worker.flights.send(flight, job)
+        results: dict[int, object] = {}
+        for i, flight in flights.items():
+            try:
+                results[i] = self._workers[i].wait_flight(flight)
+            except BaseException as exc:  # noqa: BLE001 - mapped per GPU
+                errors[i] = device_error(exc)
+        return results
 
     def _queue_and_wait(self, waiting: list[int], job: Job, name: str,
                         errors: dict[int, ZeusdError]) -> dict[int, object]:

@@ -1,4 +1,9 @@
-"""Reads of GPUs (through the GPU manager) and CPUs (RAPL), with read policy."""
+"""Reads of GPUs (through the GPU manager) and CPUs (RAPL), with read policy.
+
+GPU measurements (power, energy) are read beside the GPU's command queue, one driver call
+shared by concurrent readers (``GpuManager.read_all``); settings (power limit, persistence,
+constraints) are read in the GPU's command order, so a read after a non-blocking write
+sees that write."""
 
 from __future__ import annotations
 
@@ -62,25 +67,29 @@ class GpuReads:
                     raise UnknownDevice(f"GPU {index} not found")
         return self.gate.allowed(caller, gpu_ids, self.manager.indices, gpu_scoped=True)
 
-    def _per_gpu(self, caller, gpu_ids, job, name) -> PerGpu:
+    def _per_gpu(self, caller, gpu_ids, job, name, measure: bool = False) -> PerGpu:
         """Listed GPUs: all answer or the request fails. All GPUs (no list): the healthy
-        ones answer and a lost, hung or backed-up GPU is left out, named in ``unavailable``."""
+        ones answer and a lost, hung or backed-up GPU is left out, named in ``unavailable``.
+        ``measure``: beside the queue, single flight."""
         ids = self._ids(caller, gpu_ids)
+        manager = self.manager
         if gpu_ids is not None:
-            results, missing = self.manager.run_all(ids, job, name), {}
+            run_all = manager.read_all if measure else manager.run_all
+            results, missing = run_all(ids, job, name), {}
         else:
-            results, missing = self.manager.run_available(ids, job, name)
+            run_available = manager.read_available if measure else manager.run_available
+            results, missing = run_available(ids, job, name)
         return PerGpu(((str(i), results[i]) for i in sorted(results)),
                       {i: e.message for i, e in sorted(missing.items())})
 
     def power(self, caller, gpu_ids):
-        per_gpu = self._per_gpu(caller, gpu_ids, lambda d: d.get_power_mw(), "get_power")
+        per_gpu = self._per_gpu(caller, gpu_ids, _power_mw, "get_power", measure=True)
         return PerGpu({"timestamp_ms": now_ms(), "power_mw": per_gpu}, per_gpu.unavailable)
 
     def cumulative_energy(self, caller, gpu_ids):
-        return self._per_gpu(caller, gpu_ids,
-                             lambda d: {"energy_mj": d.get_total_energy_mj()},
-                             "get_total_energy")
+        per_gpu = self._per_gpu(caller, gpu_ids, _energy_mj, "get_total_energy", measure=True)
+        return PerGpu(((i, {"energy_mj": mj}) for i, mj in per_gpu.items()),
+                      per_gpu.unavailable)
 
     def power_limit(self, caller, gpu_ids):
         return self._per_gpu(caller, gpu_ids,
@@ -97,6 +106,15 @@ class GpuReads:
         return self._per_gpu(caller, gpu_ids,
                              lambda d: {"enabled": bool(d.get_persistence_mode())},
                              "get_persistence_mode")
+
+
+def _power_mw(device) -> int:
+    return device.get_power_mw()
+
+
+def _energy_mj(device) -> int:
+    """One module-level job per flight name: joiners share the leader's raw reading."""
+    return device.get_total_energy_mj()
 
 
 class CpuReads:
