@@ -363,8 +363,6 @@ class GpuManager:
         budget = InlineBudget(max_inline_calls)
         self._workers = [GpuWorker(d, max_queue_per_gpu, call_timeout_s, max_waiting_per_gpu,
                                    budget) for d in devices]
-        self.deferred_failures = 0
-        self._lock = threading.Lock()
 
     @property
     def indices(self) -> list[int]:
@@ -592,17 +590,11 @@ class GpuManager:
         """Queue ``job`` on every GPU and return at once (block=false).
 
         All queues are checked for room first so a flood gets QueueFull before any is queued.
-        A later failure is handed to ``on_error(index, exc)`` and counted."""
+        A later failure is handed to ``on_error(index, exc)``."""
         indices = list(indices)
         self._check_room(indices)
-
-        def failed(index: int, exc: BaseException) -> None:
-            with self._lock:
-                self.deferred_failures += 1
-            on_error(index, exc)
-
         for i in indices:
-            self.submit(i, job, name, on_error=failed, on_drop=on_drop)
+            self.submit(i, job, name, on_error=on_error, on_drop=on_drop)
 
     def _check_room(self, indices: list[int]) -> None:
         """Refuse before anything is queued when any listed GPU is lost, hung or full."""
