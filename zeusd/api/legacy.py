@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 from .. import operations as ops
 from ..operations import GpuChange
-from .gpu import WRITE_PARAMS
 from .params import parse_json_body, path_index
 from .respond import caller_of, send_empty
 
@@ -34,8 +33,8 @@ class LegacyGpuWrite:
     def __init__(self, control: GpuControl, operation: str) -> None:
         self.control = control
         self.operation = operation
-        names = WRITE_PARAMS[operation]
-        self.fields = {n: (bool if n == "enabled" else int) for n in names}
+        names = ops.GPU_OPERATIONS[operation].params
+        self.fields = {n: (bool if n in ops.BOOL_PARAMS else int) for n in names}
         self.fields["block"] = bool
 
     def on_post(self, req, resp, gpu_id: int) -> None:

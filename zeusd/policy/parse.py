@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 TOP_KEYS = ("version", "root", "defaults", "rule")
 ROOT_KEYS = ("restore_on_exit",)
+# Grant field (an operation's range_key) -> the file's key (the file gives power in watts).
+_RANGE_KEYS = {"power_limit_mw": "power_limit_w", "gpu_clock_mhz": "gpu_clock_mhz",
+               "mem_clock_mhz": "mem_clock_mhz"}
 GRANT_KEYS = ("operations", "power_limit_w", "gpu_clock_mhz", "mem_clock_mhz", "restore_on_exit")
 WHO_KEYS = ("users", "groups", "tokens", "anonymous", "everyone")
 RULE_KEYS = ("name", *WHO_KEYS, "optional", "gpus", *GRANT_KEYS)
@@ -242,12 +245,11 @@ def _labels(resolved: dict) -> tuple[str, ...]:
 
 
 def _warn_unused_ranges(name: str, grant: Grant, table: dict, context: _Context) -> None:
-    needs = {"power_limit_w": "set_power_limit", "gpu_clock_mhz": "set_gpu_locked_clocks",
-             "mem_clock_mhz": "set_mem_locked_clocks"}
-    for key, operation in needs.items():
-        if key in table and operation not in grant.operations:
+    for operation in ops.GPU_OPERATIONS.values():
+        key = _RANGE_KEYS.get(operation.range_key)
+        if key is not None and key in table and operation.name not in grant.operations:
             context.warnings.append(f'rule "{name}".{key} has no effect: the rule does not '
-                                    f"grant {operation}")
+                                    f"grant {operation.name}")
 
 
 def _warn_shadowed_reads(rules: tuple[Rule, ...], defaults: Grant, context: _Context) -> None:

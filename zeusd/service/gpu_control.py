@@ -12,50 +12,35 @@ import logging
 from .. import operations as ops
 from ..devices.base import GpuDevice
 from ..devices.errors import INVALID_ARGUMENT, NvmlError
-from ..errors import InvalidValue, NvmlFailure, PolicyDenied, UnknownDevice, ZeusdError
+from ..errors import NvmlFailure, PolicyDenied, UnknownDevice, ZeusdError
 from ..identity import Caller
-from ..operations import GpuChange
+from ..operations import GpuChange, knob_text
 from .gpu_manager import GpuManager
 
 log = logging.getLogger(__name__)
 
 
 def _apply(device: GpuDevice, change: GpuChange) -> None:
-    """The NVML call(s) of one change. reset_locked_clocks always tries both."""
-    op = change.operation
-    if op == ops.SET_POWER_LIMIT:
-        device.set_power_limit_mw(change.power_limit_mw)
-    elif op == ops.SET_PERSISTENCE_MODE:
-        device.set_persistence_mode(change.enabled)
-    elif op == ops.SET_GPU_LOCKED_CLOCKS:
-        device.set_gpu_locked_clocks(change.min_clock_mhz, change.max_clock_mhz)
-    elif op == ops.RESET_GPU_LOCKED_CLOCKS:
-        device.reset_gpu_locked_clocks()
-    elif op == ops.SET_MEM_LOCKED_CLOCKS:
-        device.set_mem_locked_clocks(change.min_clock_mhz, change.max_clock_mhz)
-    elif op == ops.RESET_MEM_LOCKED_CLOCKS:
-        device.reset_mem_locked_clocks()
-    elif op == ops.RESET_LOCKED_CLOCKS:
-        gpu_error = None
+    """The NVML call(s) of one change, from the operations table. A reset tries every one of
+    its calls (reset_locked_clocks: GPU, then memory); the first error wins, as upstream."""
+    spec = change.spec
+    if spec.setter is not None:
+        getattr(device, spec.setter)(*change.values())
+        return
+    first_error = None
+    for method in spec.resetters:
         try:
-            device.reset_gpu_locked_clocks()
-        except Exception as exc:  # noqa: BLE001 - the memory reset is still attempted
-            gpu_error = exc
-        try:
-            device.reset_mem_locked_clocks()
-        except Exception:
-            if gpu_error is None:
-                raise
-        if gpu_error is not None:
-            raise gpu_error  # upstream: the GPU reset's error wins
-    else:  # pragma: no cover - operations are validated by the HTTP layer
-        raise InvalidValue(f"unknown operation {op}")
+            getattr(device, method)()
+        except Exception as exc:  # noqa: BLE001 - the next reset is still attempted
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
 
 
 def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Exception:
     """NVML says only "Invalid Argument"; name the range the GPU accepts."""
     if not (isinstance(exc, NvmlError) and exc.code == INVALID_ARGUMENT
-            and change.operation == ops.SET_POWER_LIMIT):
+            and change.spec.value_kind == ops.POWER_MW):
         return exc
     try:
         low, high = device.get_power_limit_constraints_mw()
@@ -71,14 +56,14 @@ def _explain_invalid(device: GpuDevice, change: GpuChange, exc: Exception) -> Ex
 
 def _old_value(device: GpuDevice, op: str) -> str | None:
     """The value before the change, for the audit; None where NVML has no getter."""
+    spec = ops.GPU_OPERATIONS[op]
+    getter = spec.getter if spec.knobs else None
+    if getter is None:
+        return None
     try:
-        if op == ops.SET_POWER_LIMIT:
-            return f"{device.get_power_limit_mw()} mW"
-        if op == ops.SET_PERSISTENCE_MODE:
-            return "enabled" if device.get_persistence_mode() else "disabled"
+        return knob_text(spec.knobs[0], getattr(device, getter)())
     except Exception:  # noqa: BLE001 - the audit must not stop the write
         return None
-    return None
 
 
 class GpuControl:
