@@ -43,7 +43,7 @@ def decide_change(policy: Policy, caller: Caller, change: GpuChange) -> Decision
         return Decision(False, name, message, grant.restore_on_exit)
     problem = _out_of_range(grant, change)
     if problem is None:
-        return Decision(True, name, "", grant.restore_on_exit)
+        return Decision(True, name, "", grant.restore_on_exit, share_leases=grant.share_leases)
     return _range_denial(policy, caller, change, rule, grant, problem)
 
 
