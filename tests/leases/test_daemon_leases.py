@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -34,6 +35,11 @@ def zd(accounts):
     daemon = LeaseDaemon(POLICY.format(group=accounts["group"].name, extra=""))
     yield daemon
     daemon.stop()
+
+
+def cells(table: str) -> list[list[str]]:
+    """A printed lease table's cells, without the AGE column (it moves on)."""
+    return [re.split(r"\s{2,}", line.strip())[:-1] for line in table.splitlines()]
 
 
 def by_knob(leases: list[dict]) -> dict:
@@ -170,5 +176,58 @@ def test_stop_restores_every_lease_and_a_restart_asked_to_keep_them_does_not(zd,
         assert zd.gpus.since(mark) == [(0, SET_POWER, [DEFAULT_MW])]
         zd.start_again()
         assert zd.leases() == []
+    finally:
+        job.kill()
+
+
+def test_zeusctl_and_zeusd_leases_show_them_and_only_the_owners_user_releases(zd, accounts):
+    from tests.support.ctl import zeusctl_as
+
+    job = Job(accounts["alice"], zd.socket_path, [set_power(0, 300), set_gpu_clocks(0, 900, 1500)])
+    try:
+        ctl = ("--socket", zd.socket_path)
+        listed = zeusctl_as(accounts["bob"], *ctl, "leases")
+        rows = cells(listed.stdout)
+        holder = f"uid {accounts['alice'].uid} pid {job.pid} (python3)"
+        assert listed.code == 0 and rows == [
+            ["GPU", "KNOB", "HOLDER", "CAPTURED", "SET"],
+            ["0", "gpu_locked_clocks", holder, "not locked", "900-1500 MHz"],
+            ["0", "power_limit", holder, "700000 mW", "300000 mW"]]
+        status = zeusctl_as(accounts["bob"], *ctl, "status", "--gpu", "0").stdout.splitlines()
+        assert status[0].split()[-1] == "LEASES"
+        assert status[1].endswith(f"gpu_locked_clocks by pid {job.pid}; power_limit by pid "
+                                  f"{job.pid}")
+        admin = zd.run_admin("leases")
+        assert (admin.returncode, cells(admin.stdout)) == (0, rows)  # the files say the same
+        mark = zd.gpus.mark()
+        other = zeusctl_as(accounts["bob"], *ctl, "release")
+        assert (other.code, other.stdout) == (0, "nothing to release\n")
+        assert zd.gpus.since(mark) == [] and len(zd.leases()) == 2
+        mine = zeusctl_as(accounts["alice"], *ctl, "release", "--knob", "power_limit")
+        assert (mine.code, mine.stdout) == (0, f"released GPU 0 power_limit (pid {job.pid}): "
+                                               "restored\n")
+        assert zd.gpus.since(mark) == [(0, SET_POWER, [DEFAULT_MW])]
+        assert [l["knob"] for l in zd.leases()] == ["gpu_locked_clocks"]
+        assert zd.audit(event="lease_released", knob="power_limit")
+    finally:
+        job.kill()
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("knob=fan", "unknown knob 'fan' (known: power_limit, gpu_locked_clocks, mem_locked_clocks, "
+                 "persistence_mode)"),
+    ("pid=-1", "pid must be self, any or a process id, got '-1'"),
+    ("gpu_ids=", "gpu_ids must contain at least one GPU index"),
+    ("color=red", None),
+])
+def test_release_refuses_bad_queries_and_changes_nothing(zd, accounts, query, message):
+    job = Job(accounts["alice"], zd.socket_path, [set_power(0, 300)])
+    try:
+        mark = zd.gpus.mark()
+        reply = Client(zd.address).post(f"/leases/release?{query}")
+        assert reply.status == 400
+        if message is not None:
+            assert reply.json()["error"] == message
+        assert zd.gpus.since(mark) == [] and len(zd.leases()) == 1
     finally:
         job.kill()

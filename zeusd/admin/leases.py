@@ -53,6 +53,7 @@ def _keep(directory: str) -> int:
 
 
 def _list(directory: str, as_json: bool) -> int:
+    from ..ctl.leases import format_leases
     from ..leases.records import RecordStore
     from ..service.lease_view import lease_json
 
@@ -66,7 +67,7 @@ def _list(directory: str, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"leases": views, "rejected_files": rejected}, indent=2))
         return 0
-    print(format_table(views))
+    print(format_leases(views))
     for name in rejected:
         print(f"zeusd: warning: lease file {name} could not be read", file=sys.stderr)
     return 0
@@ -79,18 +80,3 @@ def _view(record, now: float):
     return LeaseView(record.gpu_index, record.knob, record.captured, last(record.set),
                      tuple((h.owner, h.since_s) for h in record.holders), record.opened_s,
                      max(0.0, now - record.opened_s), "recorded")
-
-
-def format_table(leases: list[dict]) -> str:
-    """One line per lease: GPU, knob, holders, captured value, value set, age."""
-    if not leases:
-        return "no leases"
-    rows = [("GPU", "KNOB", "HOLDER", "CAPTURED", "SET", "AGE")]
-    for lease in leases:
-        holders = ", ".join(f"uid {h['uid']} pid {h['pid']} ({h['command']})"
-                            for h in lease["holders"]) or "-"
-        rows.append((str(lease["gpu_id"]), lease["knob"], holders, lease["captured_text"],
-                     lease["set_text"], f"{lease['age_s']:.0f}s"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-                     for row in rows)

@@ -146,8 +146,8 @@ def _report(decision, caller, subject: str, target: str, policy) -> int:
         print(f"deny (rule '{decision.rule}'): {decision.message}")
         _note_everyone(caller, policy)
         return EXIT_FAIL
-    undo = ("marked restore_on_exit (not enforced yet: no leases in this release, they are "
-            "kept)" if decision.restore_on_exit else "kept after the caller exits")
+    undo = ("put back when the changing process exits (restore_on_exit)"
+            if decision.restore_on_exit else "kept after the caller exits")
     rule = "root may always act" if decision.rule == "root" else f"rule '{decision.rule}'"
     print(f"allow ({rule}): {who(caller)} may {subject} on {target}")
     _note_everyone(caller, policy)

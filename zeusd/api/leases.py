@@ -20,8 +20,9 @@ class LeaseList:
         self.service = service
 
     def on_get(self, req, resp) -> None:
-        parse_query(req.query_string, (), ())
-        send_json(resp, {"leases": self.service.listing(caller_of(req))})
+        params = parse_query(req.query_string, ("gpu_ids",), ())
+        gpu_ids = parse_id_list(params["gpu_ids"], "gpu") if "gpu_ids" in params else None
+        send_json(resp, {"leases": self.service.listing(caller_of(req), gpu_ids)})
 
 
 class LeaseRelease:

@@ -30,13 +30,15 @@ class LeaseService:
         self.book = book
         self.policy_store = policy_store
 
-    def listing(self, caller: Caller) -> list[dict]:
-        """Every lease on a GPU the caller may read (gpu-read)."""
+    def listing(self, caller: Caller, gpu_ids: list[int] | None = None) -> list[dict]:
+        """Every lease on a GPU the caller may read (gpu-read), of ``gpu_ids`` (None: all)."""
         self._require()
         policy = self.policy_store.current
         readable: dict[int, bool] = {}
         out = []
         for view in self.book.leases():
+            if gpu_ids is not None and view.gpu_index not in gpu_ids:
+                continue
             if view.gpu_index not in readable:
                 readable[view.gpu_index] = policy.decide_read(caller, GPU_READ,
                                                               view.gpu_index).allowed
