@@ -242,6 +242,7 @@ def _serve(config: ServeConfig) -> int:
              backend_kind, len(services.cpu_reads.cpus), ",".join(sorted(config.enabled_groups)),
              policy_store.current.hash[:12])
     _start_leases(services.lease_book)
+    _start_idle_exit(config, services, listeners)
     sdnotify.notify("READY=1")
     try:
         server.run()
@@ -267,6 +268,18 @@ def _start_leases(book) -> None:
         log.error("lease file %s was not read (corrupt or not zeusd's); it is left in place",
                   path)
     log.info("leases: %d held after start (%s)", len(book.leases()), book.directory)
+
+
+def _start_idle_exit(config: ServeConfig, services: Services, listeners) -> None:
+    if config.exit_idle_after_s is None:
+        return
+    from .service.idle import start_idle_exit
+
+    if not any(lst.description.startswith("systemd fd") for lst in listeners):
+        log.warning("--exit-idle-after without socket activation: once zeusd exits, nothing "
+                    "starts it again on the next connection")
+    start_idle_exit(config.exit_idle_after_s, services.lease_book, services.streams_hub,
+                    [lst.sock for lst in listeners])
 
 
 def _stop_leases(book) -> None:

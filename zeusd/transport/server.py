@@ -19,6 +19,7 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
 from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, PIN_OWNER_KEY, Caller
 from ..service import deadline
+from ..service.idle import ACTIVITY
 from ..limits import ServeLimits
 from .admission import Admission, peer_key, refusal_bytes
 from .peercred import unix_peer
@@ -33,9 +34,11 @@ class PeerTask(WSGITask):
         # time it waited for this worker counts too (the GPU layer reads the deadline).
         received = getattr(self.request, "zeusd_received_at", None) or time.monotonic()
         deadline.start(received + self.channel.limits.request_timeout_s)
+        ACTIVITY.begin()  # idle exit waits for no request in flight and none for a while
         try:
             super().execute()
         finally:
+            ACTIVITY.end()
             deadline.clear()
 
     def get_environment(self):
