@@ -72,6 +72,7 @@ bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
 	$(PY) bench/bench_policy.py --rules 50
 	$(PY) bench/bench_leases.py --kills 100 --knobs 2
+	$(PY) bench/bench_daemon_leases.py --kills 100
 
 deb:
 	bash packaging/build-deb.sh
