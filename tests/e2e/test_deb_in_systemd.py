@@ -358,7 +358,7 @@ def hold_power_limit(ct: Container, user: str, mw: int) -> int:
     (GPU 1: on GPU 0 the e2e policy in force lets alice's changes outlive her.)"""
     ct.sh(f"rm -f {HOLDER_PID} /tmp/holder.out")
     ct.sh("setsid sh -c 'sleep 600 | zeusd-e2e-client POST "
-          f"\"/gpu/set_power_limit?gpu_ids=0&power_limit_mw={mw}&block=true\" --hold-stdin "
+          f"\"/gpu/set_power_limit?gpu_ids=1&power_limit_mw={mw}&block=true\" --hold-stdin "
           f"> /tmp/holder.out 2>&1 & echo $! > {HOLDER_PID}' < /dev/null > /dev/null 2>&1",
           user=user)
     wait_for("the holder's change", lambda: '"status": 200' in ct.sh(
