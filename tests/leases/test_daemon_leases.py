@@ -57,6 +57,7 @@ def test_a_killed_jobs_power_limit_and_clocks_come_back_exactly(zd, accounts):
     assert (clocks["captured"], clocks["set_value"]) == (None, [900, 1500])
     assert (clocks["holders"][0]["pid"], clocks["holders"][0]["uid"]) == \
         (job.pid, accounts["alice"].uid)
+    assert Client(zd.address).get("/discover").json()["leases"] == {"enabled": True, "count": 2}
     job.kill()
     zd.wait_power(0, DEFAULT_MW)
     # one watcher restores the owner's leases in (GPU, knob) order: clocks, then power
@@ -231,3 +232,27 @@ def test_release_refuses_bad_queries_and_changes_nothing(zd, accounts, query, me
         assert zd.gpus.since(mark) == [] and len(zd.leases()) == 1
     finally:
         job.kill()
+
+
+def test_a_sharing_rules_processes_share_and_the_last_exit_restores(accounts):
+    zd = LeaseDaemon(POLICY.format(group=accounts["group"].name, extra="share_leases = true"))
+    jobs = []
+    try:
+        first = Job(accounts["alice"], zd.socket_path, [set_power(0, 300)])
+        jobs.append(first)
+        second = Job(accounts["bob"], zd.socket_path, [set_power(0, 280)])
+        jobs.append(second)
+        assert second.replies[0][0] == 200
+        lease, = zd.leases()
+        assert lease["captured"] == DEFAULT_MW and \
+            sorted(h["pid"] for h in lease["holders"]) == sorted([first.pid, second.pid])
+        mark = zd.gpus.mark()
+        first.kill()
+        time.sleep(0.2)  # (a restore now would be wrong, and would show in the journal)
+        assert zd.gpus.since(mark) == [] and zd.power_limit_mw(0) == 280_000
+        second.kill()
+        zd.wait_power(0, DEFAULT_MW)
+    finally:
+        for job in jobs:
+            job.kill()
+        zd.stop()

@@ -34,3 +34,16 @@ def test_each_knob_has_one_setter_and_clocks_have_no_getter():
     assert ops.KNOB_SETTER.keys() == set(knobs.KNOBS)
     assert ops.KNOB_GETTER[ops.GPU_LOCKED_CLOCKS] is None
     assert ops.KNOB_RESETTER.keys() == {ops.GPU_LOCKED_CLOCKS, ops.MEM_LOCKED_CLOCKS}
+
+
+def test_share_leases_is_a_rule_key_and_reaches_the_decision():
+    from zeusd.identity import Caller
+    from zeusd.policy.parse import parse_policy
+
+    policy = parse_policy(b'version = 1\n[[rule]]\nname = "job"\nusers = [1001]\n'
+                               b'operations = ["set_power_limit"]\nshare_leases = true\n', "t")
+    change = GpuChange(ops.SET_POWER_LIMIT, 0, power_limit_mw=200_000)
+    decision = policy.decide_change(Caller("unix", pid=1, uid=1001, gid=1001), change)
+    assert (decision.allowed, decision.share_leases, decision.restore_on_exit) == (True, True, True)
+    other = policy.decide_change(Caller("unix", pid=1, uid=0, gid=0), change)
+    assert other.share_leases is False  # root overrides instead
