@@ -60,7 +60,7 @@ def _list(directory: str, as_json: bool) -> int:
     if not os.path.isdir(directory):
         records, rejected = [], []
     else:
-        records, rejected = RecordStore(directory).load_all()
+        records, rejected = RecordStore(directory).load_all(remove_leftovers=False)
     now = time.time()
     views = [lease_json(_view(r, now)) for r in sorted(records, key=lambda r: (r.gpu_index,
                                                                               r.knob))]
