@@ -21,8 +21,9 @@ compat-clients: venv
 ## The demo's daemon flags, in one place: `make demo` runs them and tests/daemon/test_readme_examples.py
 ## reads them back (`make -s demo-args`), so the README's examples are checked against this exact setup.
 DEMO_POLICY ?= $(CURDIR)/policy/demo-policy.toml
+DEMO_LEASES ?= /tmp/zeusd-demo-leases-$(shell id -u)
 DEMO_ARGS = --gpu-backend simulated --simulated-gpus h200x4 --cpu-backend simulated --simulated-cpus 2 \
-	--policy $(DEMO_POLICY)
+	--policy $(DEMO_POLICY) --lease-dir $(DEMO_LEASES)
 DEMO_TCP_ARGS = --mode tcp --tcp-bind-address 127.0.0.1:4938 --signing-key-path $(DEMO_KEY)
 DEMO_KEY ?= /tmp/zeusd-demo/signing.key
 
@@ -74,6 +75,7 @@ bench: venv
 	$(PY) bench/bench_energy.py
 	$(PY) bench/bench_policy.py --rules 50
 	$(PY) bench/bench_leases.py --kills 100 --knobs 2
+	$(PY) bench/bench_daemon_leases.py --kills 100
 
 deb:
 	bash packaging/build-deb.sh

@@ -180,15 +180,16 @@ class Auditor:
         return self._journal is not None and not self._journal_failed
 
     def change(self, *, caller, change, gpu_uuid: str, decision, policy_hash: str,
-               old_value: str | None, outcome: str) -> None:
-        """Record one change decision on one GPU and what came of it."""
+               old_value: str | None, outcome: str, old_source: str | None = None) -> None:
+        """Record one change decision on one GPU and what came of it. ``old_source`` says
+        where ``old_value`` came from (read from the GPU, or zeusd's own last write)."""
         try:
             if decision.allowed:  # never coalesced: straight from its template
                 self._write_change(caller, change, gpu_uuid, decision, policy_hash,
-                                   old_value, outcome)
+                                   old_value, outcome, old_source)
                 return
             self._emit(self._change_fields(caller, change, gpu_uuid, decision, policy_hash,
-                                           old_value, outcome))
+                                           old_value, outcome, old_source))
         except Exception:  # noqa: BLE001 - auditing must never break a request
             pass
 
@@ -225,7 +226,7 @@ class Auditor:
                 "ZEUSD_EVENT": kind}
 
     def _change_fields(self, caller, change, gpu_uuid, decision, policy_hash, old_value,
-                       outcome) -> dict[str, str]:
+                       outcome, old_source=None) -> dict[str, str]:
         allowed = decision.allowed
         failed = outcome.startswith(("failed", "dropped"))
         priority = PRIORITY_INFO if allowed and not failed else PRIORITY_WARNING
@@ -234,6 +235,8 @@ class Auditor:
         fields.update(_change_head(change, gpu_uuid, decision))
         if old_value is not None:
             fields["ZEUSD_OLD_VALUE"] = old_value
+            if old_source is not None:
+                fields["ZEUSD_OLD_VALUE_SOURCE"] = old_source
         fields.update(ZEUSD_NEW_VALUE=change.value_text(), ZEUSD_OUTCOME=outcome)
         return {**fields, **self._change_tail(caller, decision, policy_hash)}
 
@@ -263,7 +266,7 @@ class Auditor:
         return template
 
     def _write_change(self, caller, change, gpu_uuid, decision, policy_hash, old_value,
-                      outcome) -> None:
+                      outcome, old_source=None) -> None:
         """An allowed change's record, byte for byte what _change_fields + _write make."""
         template = self._change_template(caller, change, gpu_uuid, decision, policy_hash)
         new_value = change.value_text()
@@ -276,11 +279,15 @@ class Auditor:
                 _journal_field("MESSAGE", message), b"PRIORITY=", priority.encode(), b"\n",
                 template.journal_head,
                 b"" if old_value is None else _journal_field("ZEUSD_OLD_VALUE", old_value),
+                b"" if old_value is None or old_source is None else
+                _journal_field("ZEUSD_OLD_VALUE_SOURCE", old_source),
                 _journal_field("ZEUSD_NEW_VALUE", new_value),
                 _journal_field("ZEUSD_OUTCOME", outcome), template.journal_tail))
             if self._send(datagram):
                 return
         old = "" if old_value is None else f"old_value={_quote(old_value)} "
+        if old_value is not None and old_source is not None:
+            old += f"old_value_source={_quote(old_source)} "
         self._write_text(f"{template.line_head}{old}new_value={_quote(new_value)} "
                          f"outcome={_quote(outcome)}{template.line_tail} "
                          f"message={_quote(message)}\n")

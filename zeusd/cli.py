@@ -21,6 +21,7 @@ ADMIN_COMMANDS = {
     "policy": ("policy_cli", "check or explain the access policy"),
     "token": ("token", "issue bearer tokens"),
     "doctor": ("doctor", "check this node for zeusd"),
+    "leases": ("leases", "list the leases, or keep them over the next restart"),
 }
 
 

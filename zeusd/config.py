@@ -49,6 +49,20 @@ def parse_id(text: str) -> int:
     return value
 
 
+_DURATION_UNITS_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """--exit-idle-after: '90', '90s', '10m' or '1h' -> seconds (positive)."""
+    number, unit = text.rstrip("smh"), text[len(text.rstrip("smh")):]
+    if unit not in _DURATION_UNITS_S:
+        raise ValueError(f"invalid duration '{text[:20]}' (e.g. 90s, 10m, 1h)")
+    try:
+        return positive_float(number) * _DURATION_UNITS_S[unit]
+    except ValueError:
+        raise ValueError(f"invalid duration '{text[:20]}' (e.g. 90s, 10m, 1h)") from None
+
+
 def parse_tcp_address(text: str) -> str:
     """HOST:PORT or [V6]:PORT, checked before anything is bound."""
     host, sep, port = text.rpartition(":")
@@ -131,6 +145,13 @@ SERVE_OPTIONS = (
            positive_float, metavar="SECONDS"),
     Option("max_queue_per_gpu", int, 1024, "queued commands per GPU before 429",
            whole_number(1, MAX_QUEUE_PER_GPU), metavar="N"),
+    Option("lease_dir", str | None, None,
+           "where leases are recorded (fsync'd) so a crash loses none; without it and without "
+           "$STATE_DIRECTORY leases are off", metavar="DIR", shown="$STATE_DIRECTORY/leases"),
+    Option("exit_idle_after_s", float | None, None,
+           "exit after this long with no leases, streams or requests (socket activation "
+           "starts zeusd again on the next connection)", parse_duration_s,
+           metavar="DURATION", flag="--exit-idle-after", shown="off"),
     Option("log_level", str, "info", "least severe log messages shown",
            choices=("debug", "info", "warning", "error")),
 )

@@ -16,6 +16,7 @@ from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL
 
 if TYPE_CHECKING:
+    from .leases import LeaseBook
     from .service.discovery import Discovery
     from .service.gpu_control import GpuControl
     from .service.gpu_manager import GpuManager
@@ -110,14 +111,18 @@ class Services:
     cpu_reads: CpuReads
     streams_hub: StreamHub
     manager: GpuManager
+    lease_book: LeaseBook | None = None  # None: leases are off (no lease directory)
 
     def create_app(self, enabled_groups: frozenset[str]):
         from .api.app import create_app
+        from .service.lease_view import LeaseService
 
         return create_app(enabled_groups=enabled_groups, signing_key=self.signing_key,
                           discovery=self.discovery, gpu_control=self.gpu_control,
                           gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
-                          streams_hub=self.streams_hub)
+                          streams_hub=self.streams_hub,
+                          leases_service=LeaseService(self.lease_book,
+                                                      self.discovery.policy_store))
 
 
 def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services, str]:
@@ -141,6 +146,7 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
     if config.signing_key_path:
         with open(config.signing_key_path, "rb") as f:
             key = f.read()
+    book = _lease_book(config, manager, auditor)
     gpu_reads = GpuReads(manager, policy_store, auditor)
     cpu_reads = CpuReads(cpus, policy_store, auditor, config.cpu_power_poll_hz)
     gpu_power = [ManagedGpuPower(manager, i) for i in manager.indices]  # one road to a GPU
@@ -148,8 +154,8 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
         signing_key=key,
         discovery=Discovery(gpu_infos=infos, cpus=cpus, enabled_groups=config.enabled_groups,
                             auth_required=key is not None, backend_kind=backend.kind,
-                            policy_store=policy_store, manager=manager),
-        gpu_control=GpuControl(manager, policy_store, auditor),
+                            policy_store=policy_store, manager=manager, lease_book=book),
+        gpu_control=GpuControl(manager, policy_store, auditor, book),
         gpu_reads=gpu_reads,
         cpu_reads=cpu_reads,
         streams_hub=build_hub(gpu_power, cpus, config.gpu_power_poll_hz,
@@ -158,8 +164,32 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
                               per_caller=limits.max_streams_per_caller,
                               gates={"gpu": gpu_reads.gate, "cpu": cpu_reads.gate}),
         manager=manager,
+        lease_book=book,
     )
     return services, backend.kind
+
+
+def lease_dir(config: ServeConfig) -> str | None:
+    """--lease-dir, else the unit's StateDirectory= ($STATE_DIRECTORY/leases), else None."""
+    if config.lease_dir:
+        return config.lease_dir
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return os.path.join(state, "leases") if state else None
+
+
+def _lease_book(config: ServeConfig, manager, auditor):
+    """The lease book (not started), or None with a warning when there is nowhere to keep it."""
+    directory = lease_dir(config)
+    if directory is None:
+        log.warning("leases are off: no --lease-dir and no $STATE_DIRECTORY, so changes are "
+                    "not restored when their caller exits (restore_on_exit is not honoured)")
+        return None
+    from .leases import LeaseBook, ManagedKnobs, StoreError, to_auditor
+
+    try:
+        return LeaseBook(directory, ManagedKnobs(manager), on_event=to_auditor(auditor))
+    except (StoreError, OSError) as exc:
+        raise StartupError(f"cannot use the lease directory {directory}: {exc}") from None
 
 
 def _stream_keepalive_s() -> float:
@@ -212,6 +242,8 @@ def _serve(config: ServeConfig) -> int:
              ", ".join(lst.description for lst in listeners), len(services.manager.indices),
              backend_kind, len(services.cpu_reads.cpus), ",".join(sorted(config.enabled_groups)),
              policy_store.current.hash[:12])
+    _start_leases(services.lease_book)
+    _start_idle_exit(config, services, listeners)
     sdnotify.notify("READY=1")
     try:
         server.run()
@@ -219,11 +251,48 @@ def _serve(config: ServeConfig) -> int:
         sdnotify.notify("STOPPING=1")
         remove_owned(listeners)
         services.streams_hub.shutdown()
+        _stop_leases(services.lease_book)  # restores go through the GPU manager: before drain
         services.manager.drain(limits.shutdown_timeout_s)
         services.manager.close()
         services.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
+
+
+def _start_leases(book) -> None:
+    """Re-adopt the leases of owners that still live, restore the others (the last run may
+    have been SIGKILLed: nothing is lost)."""
+    if book is None:
+        return
+    book.start()
+    for path in book.rejected_files:
+        log.error("lease file %s was not read (corrupt or not zeusd's); it is left in place",
+                  path)
+    log.info("leases: %d held after start (%s)", len(book.leases()), book.directory)
+
+
+def _start_idle_exit(config: ServeConfig, services: Services, listeners) -> None:
+    if config.exit_idle_after_s is None:
+        return
+    from .service.idle import start_idle_exit
+
+    if not any(lst.description.startswith("systemd fd") for lst in listeners):
+        log.warning("--exit-idle-after without socket activation: once zeusd exits, nothing "
+                    "starts it again on the next connection")
+    start_idle_exit(config.exit_idle_after_s, services.lease_book, services.streams_hub,
+                    [lst.sock for lst in listeners])
+
+
+def _stop_leases(book) -> None:
+    """Restore every lease, unless this stop is a restart that asked to keep them
+    (`zeusd leases keep-on-restart`, run by the package's upgrade path)."""
+    if book is None:
+        return
+    from .leases import keep_leases_on_stop
+
+    keep = keep_leases_on_stop(book.directory, False)
+    log.info("stopping: %s %d lease(s)", "keeping" if keep else "restoring", len(book.leases()))
+    book.stop(keep_leases=keep)
 
 
 def _warn_anonymous_tcp(config: ServeConfig, listeners) -> None:

@@ -58,6 +58,10 @@ class KnobHeld(ZeusdError):
     """A knob is under another process's lease, or being written or restored right now."""
 
 
+class LeaseUnrecorded(ZeusdError):
+    """The lease could not be written to disk, so the change is refused (fail closed)."""
+
+
 # --- the GPU the request needs ----------------------------------------------------------
 
 class GpuUnavailable(ZeusdError):

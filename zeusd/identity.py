@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 ENVIRON_KEY = "zeusd.caller"
 # ...and a callable telling whether the client has hung up (for long responses: streams).
 PEER_CLOSED_KEY = "zeusd.peer_closed"
+# ...and, for a Unix peer, a callable that pins the calling process for a lease (a pidfd).
+PIN_OWNER_KEY = "zeusd.pin_owner"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ class Scripted:
 
 
 class FakeGpuControl(Scripted):
-    def change(self, caller, changes, block):
+    def change(self, caller, changes, block, pin_owner=None):  # no transport here: no pin
         return self.answer("change", caller, changes, block)
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from zeusd import operations as ops
-from zeusd.api.gpu import READ_ROUTES, WRITE_PARAMS
+from zeusd.api.gpu import READ_ROUTES
+from zeusd.operations import GPU_OPERATIONS
 from zeusd.errors import GpuLost, UnknownDevice
 from zeusd.operations import GpuChange
 from zeusd.service.reads import PerGpu
@@ -20,15 +21,15 @@ TYPED = {"power_limit_mw": 300000, "enabled": True, "min_clock_mhz": 900, "max_c
 
 
 def write_query(operation: str, gpu_ids: str = "1,0", block: str = "true") -> str:
-    values = "".join(f"&{n}={VALUES[n]}" for n in WRITE_PARAMS[operation])
+    values = "".join(f"&{n}={VALUES[n]}" for n in GPU_OPERATIONS[operation].params)
     return f"/gpu/{operation}?gpu_ids={gpu_ids}&block={block}{values}"
 
 
-@pytest.mark.parametrize("operation", list(WRITE_PARAMS))
+@pytest.mark.parametrize("operation", list(GPU_OPERATIONS))
 def test_each_write_hands_typed_changes_to_control(rig, operation):
     result = rig.post(write_query(operation, block="false"))
     assert (result.status_code, result.content) == (200, b"")
-    typed = {n: TYPED[n] for n in WRITE_PARAMS[operation]}
+    typed = {n: TYPED[n] for n in GPU_OPERATIONS[operation].params}
     assert rig.control.calls == [("change", ALICE, [GpuChange(operation, 0, **typed),
                                                     GpuChange(operation, 1, **typed)], False)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zeusd.api.legacy import LEGACY_OPERATIONS
-from zeusd.api.gpu import WRITE_PARAMS
+from zeusd.operations import GPU_OPERATIONS
 from zeusd.errors import PolicyDenied, UnknownDevice
 from zeusd.operations import GpuChange
 
@@ -16,7 +16,7 @@ BODY = {"power_limit_mw": 300000, "enabled": False, "min_clock_mhz": 900, "max_c
 
 @pytest.mark.parametrize("path_op,operation", list(LEGACY_OPERATIONS.items()))
 def test_each_legacy_write_hands_its_change_to_control(rig, path_op, operation):
-    values = {n: BODY[n] for n in WRITE_PARAMS[operation]}
+    values = {n: BODY[n] for n in GPU_OPERATIONS[operation].params}
     result = rig.post(f"/gpu/2/{path_op}", json={**values, "block": True, "extra": 1})
     assert (result.status_code, result.content) == (200, b"")
     assert rig.control.calls == [("change", ALICE, [GpuChange(operation, 2, **values)], True)]

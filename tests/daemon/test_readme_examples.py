@@ -97,14 +97,16 @@ def demo(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     sock_dir = short_dir()
     socket_path = str(sock_dir / "zeusd.sock")
-    uds = Daemon(tmp, ["serve", *make_vars("demo-args"), "--socket-path", socket_path],
+    uds = Daemon(tmp, ["serve", *make_vars("demo-args", DEMO_LEASES=str(tmp / "leases-uds")),
+                       "--socket-path", socket_path],
                  wait_path=socket_path)
     key = tmp / "signing.key"
     key.write_bytes(os.urandom(32))
     tcp_args = make_vars("demo-tcp-args", DEMO_KEY=str(key))
     assert f"127.0.0.1:{DEMO_PORT}" in tcp_args
     tcp_args[tcp_args.index(f"127.0.0.1:{DEMO_PORT}")] = "127.0.0.1:0"
-    tcp = Daemon(tmp, ["serve", *make_vars("demo-args"), *tcp_args])
+    tcp = Daemon(tmp, ["serve", *make_vars("demo-args", DEMO_LEASES=str(tmp / "leases-tcp")),
+                       *tcp_args])
     try:
         port = _wait_tcp_port(tcp)
         token = sign({"sub": "demo", "scopes": ["gpu-control", "gpu-read", "cpu-read"]},
@@ -179,7 +181,8 @@ def test_the_demo_as_an_ordinary_user_shows_the_policy(tmp_path):
         sock_dir = short_dir()
         os.chown(sock_dir, user.uid, user.gid)  # the user's daemon creates its socket here
         socket_path = str(sock_dir / "zeusd.sock")
-        args = ["serve", *make_vars("demo-args", DEMO_POLICY=str(policy)),
+        args = ["serve", *make_vars("demo-args", DEMO_POLICY=str(policy),
+                                    DEMO_LEASES=str(sock_dir / "leases")),
                 "--socket-path", socket_path]
         prefix = ["setpriv", "--reuid", str(user.uid), "--regid", str(user.gid),
                   "--clear-groups"]

@@ -56,7 +56,7 @@ mem_clock_mhz = [1000, 4000]
 """
 
 STATUS_KEYS = {"id", "name", "power_mw", "power_limit_mw", "min_power_limit_mw",
-               "max_power_limit_mw", "persistence_mode"}
+               "max_power_limit_mw", "persistence_mode", "leases"}
 
 
 class World:
@@ -115,11 +115,11 @@ def test_status_table_as_a_user(world):
     result = world.ctl("out", "status")
     assert (result.code, result.stderr) == (0, ""), result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["GPU", "NAME", "POWER", "LIMIT", "RANGE", "PERSISTENCE"]
+    assert lines[0].split() == ["GPU", "NAME", "POWER", "LIMIT", "RANGE", "PERSISTENCE", "LEASES"]
     assert len(lines) == 5
     for index, line in enumerate(lines[1:]):
         assert line.startswith(f"{index}    NVIDIA H200  "), line
-        assert f"  {limits[str(index)] // 1000} W  200 W - 700 W  on" in line, line
+        assert f"  {limits[str(index)] // 1000} W  200 W - 700 W  on           -" in line, line
 
 
 def test_status_json_shape_matches_the_daemons_reads(world):

@@ -391,6 +391,50 @@ def test_stopped_service_is_reactivated_by_a_request(ct):
     assert props["ActiveState"] == "active" and props["MainPID"] not in ("0", old), props
 
 
+HOLDER_PID = "/tmp/zeusd-e2e-holder.pid"
+
+
+def hold_power_limit(ct: Container, user: str, mw: int) -> int:
+    """A client process of USER that sets GPU 1's power limit and stays alive; its pid.
+    (GPU 1: on GPU 0 the e2e policy in force lets alice's changes outlive her.)"""
+    ct.sh(f"rm -f {HOLDER_PID} /tmp/holder.out")
+    ct.sh("setsid sh -c 'sleep 600 | zeusd-e2e-client POST "
+          f"\"/gpu/set_power_limit?gpu_ids=1&power_limit_mw={mw}&block=true\" --hold-stdin "
+          f"> /tmp/holder.out 2>&1 & echo $! > {HOLDER_PID}' < /dev/null > /dev/null 2>&1",
+          user=user)
+    wait_for("the holder's change", lambda: '"status": 200' in ct.sh(
+        "cat /tmp/holder.out", check=False).stdout)
+    return int(ct.sh(f"cat {HOLDER_PID}").stdout)
+
+
+def test_a_lease_survives_the_daemons_sigkill_and_the_next_activation_restores_it(ct):
+    need("member-writes")
+    holder = hold_power_limit(ct, "alice", 250000)
+    leases = one(ct, "GET /leases")["body"]["leases"]
+    assert [(l["knob"], l["captured"], l["holders"][0]["pid"]) for l in leases] == \
+        [("power_limit", MAX_LIMIT_MW, holder)], leases
+    # zeusd dies with the lease open; its owner exits while no zeusd runs
+    ct.sh(f"systemctl kill -s KILL zeusd.service; kill -9 {holder}", timeout=60)
+    wait_for("the next activation to restore the power limit",
+             lambda: power_limit_mw(ct, 1) == MAX_LIMIT_MW, timeout_s=60)
+    restored = ct.sh("journalctl -u zeusd ZEUSD_EVENT=lease_restored_at_start -o json "
+                     "--no-pager").stdout
+    assert f'"ZEUSD_HOLDER_PID":"{holder}"' in restored.replace(" ", ""), restored
+
+
+def test_systemctl_stop_restores_every_lease(ct):
+    need("member-writes")
+    # the steps before started zeusd 3 times within a minute (StartLimitBurst=3): start afresh
+    ct.sh("systemctl reset-failed zeusd.service")
+    holder = hold_power_limit(ct, "alice", 260000)
+    ct.sh("systemctl stop zeusd.service", timeout=90)
+    logged = ct.sh("journalctl -u zeusd ZEUSD_EVENT=lease_restored -o json --no-pager").stdout
+    ct.sh(f"kill -9 {holder}")
+    assert f'"ZEUSD_HOLDER_PID":"{holder}"' in logged.replace(" ", ""), logged
+    after = power_limit_mw(ct, 1)  # (this request activates a fresh zeusd)
+    assert after == MAX_LIMIT_MW, units_state(ct)
+
+
 TCP_EXAMPLE = "/usr/share/doc/zeusd/examples/zeusd-tcp.conf"
 TCP_DROPIN = "/etc/systemd/system/zeusd.socket.d/tcp.conf"
 TCP_URL = "http://127.0.0.1:4938"

@@ -68,7 +68,8 @@ class PolicyDaemon:
     """``zeusd serve`` on simulated H200s with ``policy_text`` at ``self.policy_path``."""
 
     def __init__(self, policy_text: str, *, gpus: int = 4,
-                 enable: str = "gpu-control,gpu-read", policy_subdir: str = "") -> None:
+                 enable: str = "gpu-control,gpu-read", policy_subdir: str = "",
+                 extra_args: tuple[str, ...] = ()) -> None:
         self.dir = traversable_dir("zdp-")
         self.socket_path = str(self.dir / "zeusd.sock")
         self.address = "unix:" + self.socket_path
@@ -80,7 +81,7 @@ class PolicyDaemon:
         self.argv = ["serve", "--gpu-backend", "simulated", "--simulated-gpus",
                      str(self.gpus.spec_path), "--socket-path", self.socket_path,
                      "--socket-permissions", "666", "--policy", str(self.policy_path),
-                     "--enable", enable]
+                     "--enable", enable, *extra_args]
         self._clients: list[Client] = []
         self.final_log: str | None = None  # the whole log, kept once stopped
         self.daemon = Daemon(self.dir, self.argv)

@@ -31,8 +31,6 @@ _CLOCKS = re.compile(r"^\s*([0-9]{1,10})\s*-\s*([0-9]{1,10})\s*(mhz)?\s*$", re.I
 _ID = re.compile(r"^[0-9]{1,10}$")
 _SWITCH = {"on": True, "true": True, "enabled": True, "off": False, "false": False,
            "disabled": False}
-_VALUE_OPERATIONS = (ops.SET_POWER_LIMIT, ops.SET_PERSISTENCE_MODE, ops.SET_GPU_LOCKED_CLOCKS,
-                     ops.SET_MEM_LOCKED_CLOCKS)
 
 
 class UsageError(Exception):
@@ -135,7 +133,7 @@ def _explain(args) -> int:
         change = _change(operation, 0 if args.gpu is None else args.gpu, args.value)
         decision = policy.decide_change(caller, change)
         target = f"GPU {change.gpu_index}"
-        subject = operation if operation not in _VALUE_OPERATIONS else (
+        subject = operation if not ops.GPU_OPERATIONS[operation].params else (
             f"{operation} {change.value_text()}")
     return _report(decision, caller, subject, target, policy)
 
@@ -148,8 +146,8 @@ def _report(decision, caller, subject: str, target: str, policy) -> int:
         print(f"deny (rule '{decision.rule}'): {decision.message}")
         _note_everyone(caller, policy)
         return EXIT_FAIL
-    undo = ("marked restore_on_exit (not enforced yet: no leases in this release, they are "
-            "kept)" if decision.restore_on_exit else "kept after the caller exits")
+    undo = ("put back when the changing process exits (restore_on_exit)"
+            if decision.restore_on_exit else "kept after the caller exits")
     rule = "root may always act" if decision.rule == "root" else f"rule '{decision.rule}'"
     print(f"allow ({rule}): {who(caller)} may {subject} on {target}")
     _note_everyone(caller, policy)
@@ -211,20 +209,21 @@ def _group_id(text: str) -> int:
 
 
 def _change(operation: str, gpu_index: int, value: str | None) -> GpuChange:
-    if operation not in _VALUE_OPERATIONS:
+    spec = ops.GPU_OPERATIONS[operation]
+    if not spec.params:
         if value is not None:
             raise UsageError(f"{operation} takes no value")
         return GpuChange(operation, gpu_index)
     if value is None:
         raise UsageError(f"{operation} needs a value (e.g. 300W, 1200-1800MHz, on)")
-    if operation == ops.SET_POWER_LIMIT:
-        return GpuChange(operation, gpu_index, power_limit_mw=parse_power_mw(value))
-    if operation == ops.SET_PERSISTENCE_MODE:
-        if value.lower() not in _SWITCH:
-            raise UsageError(f"persistence mode is on or off, not {value!r}")
-        return GpuChange(operation, gpu_index, enabled=_SWITCH[value.lower()])
-    low, high = parse_clocks_mhz(value)
-    return GpuChange(operation, gpu_index, min_clock_mhz=low, max_clock_mhz=high)
+    values = _VALUE_PARSERS[spec.value_kind](value)
+    return GpuChange(operation, gpu_index, **dict(zip(spec.params, values)))
+
+
+def _parse_switch(text: str) -> tuple[bool]:
+    if text.lower() not in _SWITCH:
+        raise UsageError(f"persistence mode is on or off, not {text!r}")
+    return (_SWITCH[text.lower()],)
 
 
 def parse_power_mw(text: str) -> int:
@@ -253,3 +252,9 @@ def parse_clocks_mhz(text: str) -> tuple[int, int]:
     if max(low, high) > MAX_U32:
         raise UsageError(f"clocks {text!r} are out of range (0-{MAX_U32} MHz)")
     return low, high
+
+
+# How a command line writes each kind of value (see operations.Operation.value_kind).
+_VALUE_PARSERS = {ops.POWER_MW: lambda text: (parse_power_mw(text),),
+                  ops.SWITCH: _parse_switch,
+                  ops.CLOCK_RANGE_MHZ: parse_clocks_mhz}

@@ -42,15 +42,17 @@ def describe_limits(grant: Grant) -> str:
     return "within " + ", ".join(limits)
 
 
-# Leases (restore on exit) are a later feature; say so wherever the switch is shown.
-_NOT_YET = "not enforced yet: this release has no leases, changes stay"
+# What restore_on_exit = true means, wherever the switch is shown.
+_RESTORED = "changes are put back when the changing process exits"
 
 
 def describe_grant(grant: Grant) -> str:
     text = f"may {describe_operations(grant.operations)}"
     if any(op in grant.operations for op in ops.GPU_WRITE_OPERATIONS):
-        undo = (f"restore_on_exit = true ({_NOT_YET})" if grant.restore_on_exit
+        undo = (f"restore_on_exit = true ({_RESTORED})" if grant.restore_on_exit
                 else "changes stay after the caller exits")
+        if grant.share_leases:
+            undo += "; share_leases = true (its callers may change what another of them holds)"
         text += f", {describe_limits(grant)}; {undo}"
     return text
 
@@ -80,7 +82,7 @@ def describe_gpus(gpus: frozenset[int] | None) -> str:
 
 def describe_policy(policy) -> list[str]:
     """One line per rule, in order, then the defaults: what each grants."""
-    restore = f"restore_on_exit = true, {_NOT_YET}" if policy.root_restore_on_exit \
+    restore = f"restore_on_exit = true, {_RESTORED}" if policy.root_restore_on_exit \
         else "changes stay after the caller exits"
     lines = [f"root (uid 0): may do everything on every GPU ({restore})"]
     for rule in policy.rules:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import falcon
 
-from . import cpu, errors, gpu, legacy, meta, streams
+from ..service.lease_view import LeaseService
+from . import cpu, errors, gpu, leases, legacy, meta, streams
 from .middleware import Gate
 from .params import IndexConverter
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 def create_app(*, enabled_groups: frozenset[str], signing_key: bytes | None,
                discovery: Discovery, gpu_control: GpuControl, gpu_reads: GpuReads,
-               cpu_reads: CpuReads, streams_hub: StreamHub | None = None) -> falcon.App:
+               cpu_reads: CpuReads, streams_hub: StreamHub | None = None,
+               leases_service: LeaseService | None = None) -> falcon.App:
     """``streams_hub`` None: no stream routes. ``signing_key`` None: no tokens."""
     app = falcon.App(middleware=[Gate(enabled_groups, signing_key)])
     app.req_options.keep_blank_qs_values = True
@@ -29,6 +31,7 @@ def create_app(*, enabled_groups: frozenset[str], signing_key: bytes | None,
     gpu.add_routes(app, gpu_control, gpu_reads)
     legacy.add_routes(app, gpu_control)
     cpu.add_routes(app, cpu_reads)
+    leases.add_routes(app, leases_service or LeaseService(None, None))  # None: leases are off
     if streams_hub is not None:
         streams.add_routes(app, streams_hub)
     return app

@@ -14,8 +14,9 @@ import falcon
 
 from ..devices.errors import GPU_IS_LOST, INVALID_ARGUMENT, NO_PERMISSION, NOT_SUPPORTED
 from ..errors import (AggregatedError, DeviceFailure, GpuBusy, GpuLost, GpuTimedOut, Internal,
-                      InvalidValue, KnobHeld, NotEnabled, NvmlFailure, PolicyDenied, QueueFull,
-                      ScopeMissing, ShuttingDown, StreamLimit, Unauthenticated, ZeusdError)
+                      InvalidValue, KnobHeld, LeaseUnrecorded, NotEnabled, NvmlFailure,
+                      PolicyDenied, QueueFull, ScopeMissing, ShuttingDown, StreamLimit,
+                      Unauthenticated, ZeusdError)
 from .respond import send_json, send_text
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ STATUS: dict[type[ZeusdError], int] = {
     DeviceFailure: 500,
     Internal: 500,
     GpuLost: 503,
+    LeaseUnrecorded: 503,
     ShuttingDown: 503,
     GpuTimedOut: 504,
 }

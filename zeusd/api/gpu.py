@@ -9,29 +9,19 @@ from typing import TYPE_CHECKING
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_bool, parse_id_list, parse_query, parse_u32
-from .respond import caller_of, send_empty, send_json
+from .respond import caller_of, pin_owner_of, send_empty, send_json
 
 if TYPE_CHECKING:
     from ..service.gpu_control import GpuControl
     from ..service.reads import GpuReads
 
-# operation -> its value parameters (all u32 except `enabled`)
-WRITE_PARAMS: dict[str, tuple[str, ...]] = {
-    ops.SET_POWER_LIMIT: ("power_limit_mw",),
-    ops.SET_PERSISTENCE_MODE: ("enabled",),
-    ops.SET_GPU_LOCKED_CLOCKS: ("min_clock_mhz", "max_clock_mhz"),
-    ops.RESET_GPU_LOCKED_CLOCKS: (),
-    ops.SET_MEM_LOCKED_CLOCKS: ("min_clock_mhz", "max_clock_mhz"),
-    ops.RESET_MEM_LOCKED_CLOCKS: (),
-    ops.RESET_LOCKED_CLOCKS: (),
-}
 
 
 def build_changes(operation: str, gpu_ids: list[int], values: dict[str, str]) -> list[GpuChange]:
     """Typed values -> one GpuChange per GPU."""
     typed: dict[str, object] = {}
     for name, text in values.items():
-        typed[name] = parse_bool(text) if name == "enabled" else parse_u32(text)
+        typed[name] = parse_bool(text) if name in ops.BOOL_PARAMS else parse_u32(text)
     return [GpuChange(operation, i, **typed) for i in gpu_ids]
 
 
@@ -41,7 +31,7 @@ class GpuWrite:
     def __init__(self, control: GpuControl, operation: str) -> None:
         self.control = control
         self.operation = operation
-        self.value_names = WRITE_PARAMS[operation]
+        self.value_names = ops.GPU_OPERATIONS[operation].params
         self.allowed = ("gpu_ids", "block", *self.value_names)
 
     def on_post(self, req, resp) -> None:
@@ -50,7 +40,7 @@ class GpuWrite:
         block = parse_bool(params["block"])
         values = {name: params[name] for name in self.value_names}
         changes = build_changes(self.operation, gpu_ids, values)
-        self.control.change(caller_of(req), changes, block)
+        self.control.change(caller_of(req), changes, block, pin_owner_of(req))
         send_empty(resp)
 
 
@@ -83,7 +73,7 @@ READ_ROUTES = {
 
 
 def add_routes(app, control: GpuControl, reads: GpuReads) -> None:
-    for operation in WRITE_PARAMS:
+    for operation in ops.GPU_OPERATIONS:
         app.add_route(f"/gpu/{operation}", GpuWrite(control, operation))
     for path, method in READ_ROUTES.items():
         app.add_route(path, GpuRead(reads, method))

@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 from .. import operations as ops
 from ..operations import GpuChange
-from .gpu import WRITE_PARAMS
 from .params import parse_json_body, path_index
-from .respond import caller_of, send_empty
+from .respond import caller_of, pin_owner_of, send_empty
 
 if TYPE_CHECKING:
     from ..service.gpu_control import GpuControl
@@ -34,15 +33,16 @@ class LegacyGpuWrite:
     def __init__(self, control: GpuControl, operation: str) -> None:
         self.control = control
         self.operation = operation
-        names = WRITE_PARAMS[operation]
-        self.fields = {n: (bool if n == "enabled" else int) for n in names}
+        names = ops.GPU_OPERATIONS[operation].params
+        self.fields = {n: (bool if n in ops.BOOL_PARAMS else int) for n in names}
         self.fields["block"] = bool
 
     def on_post(self, req, resp, gpu_id: int) -> None:
         gpu_id = path_index(gpu_id, "gpu")
         body = parse_json_body(req.bounded_stream.read(), self.fields)
         block = body.pop("block")
-        self.control.change(caller_of(req), [GpuChange(self.operation, gpu_id, **body)], block)
+        change = GpuChange(self.operation, gpu_id, **body)
+        self.control.change(caller_of(req), [change], block, pin_owner_of(req))
         send_empty(resp)
 
 

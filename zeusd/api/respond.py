@@ -6,7 +6,7 @@ import json
 
 import falcon
 
-from ..identity import ENVIRON_KEY, UNKNOWN_UNIX, Caller
+from ..identity import ENVIRON_KEY, PIN_OWNER_KEY, UNKNOWN_UNIX, Caller
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -35,3 +35,8 @@ def caller_of(req: falcon.Request) -> Caller:
         caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
     return caller
 
+
+
+def pin_owner_of(req: falcon.Request):
+    """The transport's callable that pins the calling process (None: TCP, or no transport)."""
+    return req.env.get(PIN_OWNER_KEY)

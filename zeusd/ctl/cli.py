@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from . import change, status
+from . import change, leases, status
 from .output import print_json
 from .transport import DEFAULT_SOCKET_PATH, CannotConnect, Daemon, DaemonError, resolve_address
 from .units import UnitError, parse_gpu_ids
@@ -85,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("knob", choices=sorted(change.RESETTERS))
     reset.add_argument("--no-block", action="store_true",
                        help="return once the daemon accepted it, do not wait for the GPU")
+    sub.add_parser("leases", parents=[common, gpu], help="who holds which knob, what comes back")
+    rel = sub.add_parser("release", parents=[common, gpu],
+                         help="end your leases now: their values are put back")
+    rel.add_argument("--knob", choices=("power_limit", "gpu_locked_clocks", "mem_locked_clocks",
+                                        "persistence_mode"), help="only this knob")
+    rel.add_argument("--pid", default="any", help="only this process's leases (default: "
+                     "every process of yours; root: everybody's)")
     w = sub.add_parser("watch", parents=[common, gpu], help="live power per GPU (Ctrl-C stops)")
     w.add_argument("--count", type=_positive(int), help="stop after this many power samples")
     w.add_argument("--duration", type=_positive(float), metavar="SECONDS", help="stop after this long")
@@ -104,10 +111,24 @@ def _run(daemon: Daemon, args: argparse.Namespace) -> int:
         result = status.collect_whoami(daemon)
         _emit(args, result, status.render_whoami(result))
         return EXIT_OK
+    if args.command == "leases":
+        result = daemon.get("/leases", _gpu_param(args))
+        _emit(args, result, leases.format_leases(result["leases"]))
+        return EXIT_OK
+    if args.command == "release":
+        params = {"pid": args.pid, **({"knob": args.knob} if args.knob else {}),
+                  **(_gpu_param(args) or {})}
+        result = daemon.post("/leases/release", params)
+        _emit(args, result, leases.describe_released(result["released"]))
+        return EXIT_OK
     if args.command == "watch":
         watch(daemon, args.gpu, args.count, args.duration, args.interval, args.json)
         return EXIT_OK
     return _change(daemon, args)
+
+
+def _gpu_param(args: argparse.Namespace) -> dict | None:
+    return {"gpu_ids": ",".join(map(str, args.gpu))} if args.gpu is not None else None
 
 
 def _change(daemon: Daemon, args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import leases
 from .output import table
 from .transport import Daemon, DaemonError
 from .units import format_power
@@ -15,9 +16,12 @@ STATUS_READS = (
     ("/gpu/get_power_limit_constraints", lambda body: body),
     ("/gpu/get_persistence_mode",
      lambda body: {k: {"persistence_mode": v["enabled"]} for k, v in body.items()}),
+    ("/leases", leases.by_gpu),
 )
+# Reads an older daemon, or one with leases off, answers 404: the column stays empty.
+OPTIONAL_READS = {"/leases"}
 FIELDS = ("power_mw", "power_limit_mw", "min_power_limit_mw", "max_power_limit_mw",
-          "persistence_mode")
+          "persistence_mode", "leases")
 
 
 def _on_off(value) -> str:
@@ -32,6 +36,7 @@ COLUMNS = (
     ("RANGE", lambda g: "-" if g["min_power_limit_mw"] is None else
      f"{format_power(g['min_power_limit_mw'])} - {format_power(g['max_power_limit_mw'])}"),
     ("PERSISTENCE", lambda g: _on_off(g["persistence_mode"])),
+    ("LEASES", lambda g: leases.status_cell(g["leases"])),
 )
 
 
@@ -50,6 +55,8 @@ def collect_status(daemon: Daemon, gpu_ids: list[int] | None) -> dict:
         try:
             per_gpu = extract(daemon.get(route, params))
         except DaemonError as exc:
+            if route in OPTIONAL_READS and exc.status == 404:
+                continue
             errors.append({"route": route, "status": exc.status, "message": exc.message})
             continue
         for key, values in per_gpu.items():

@@ -172,6 +172,20 @@ class SimulatedGpu(GpuProbe):
                 "mem_locked_clocks_mhz": self._mem_locked_mhz,
             }
 
+    def replay(self, call: str, args: list) -> None:
+        """Take back a journalled setting: a GPU keeps its settings while no daemon runs (a
+        restarted daemon's simulated GPUs start where the last one's journal left them)."""
+        fields = {"nvmlDeviceSetPowerManagementLimit": ("_power_limit_mw", lambda a: a[0]),
+                  "nvmlDeviceSetPersistenceMode": ("_persistence", lambda a: bool(a[0])),
+                  "nvmlDeviceSetGpuLockedClocks": ("_gpu_locked_mhz", lambda a: tuple(a) or None),
+                  "nvmlDeviceResetGpuLockedClocks": ("_gpu_locked_mhz", lambda a: None),
+                  "nvmlDeviceSetMemoryLockedClocks": ("_mem_locked_mhz", lambda a: tuple(a) or None),
+                  "nvmlDeviceResetMemoryLockedClocks": ("_mem_locked_mhz", lambda a: None)}
+        if call in fields:
+            name, value = fields[call]
+            with self._lock:
+                setattr(self, name, value(args))
+
     def call_counts(self) -> dict[str, int]:
         """How many times each NVML function was called on this GPU (failed calls too)."""
         with self._lock:
@@ -357,6 +371,24 @@ class SimulatedGpu(GpuProbe):
         return min(walked, float(self._power_limit_mw))
 
 
+def _journal_entries(path: str | None) -> list[dict]:
+    """The settings an earlier daemon left in the journal (none if there is none)."""
+    try:
+        with open(path or "", encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a killed daemon
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
 class SimulatedBackend(BackendProbe):
     """A set of simulated GPUs built from a ``SimSpec``."""
 
@@ -365,10 +397,14 @@ class SimulatedBackend(BackendProbe):
     def __init__(self, spec: SimSpec, clock=MonotonicClock) -> None:
         self.spec = spec
         self._release = threading.Event()
+        earlier = _journal_entries(spec.journal_path)
         self._journal = _Journal(spec.journal_path) if spec.journal_path else None
         latency = spec.latency == "fixture"
         self._gpus = [SimulatedGpu(i, p, self._journal, latency, self._release, clock)
                       for i, p in enumerate(spec.profiles)]
+        for entry in earlier:
+            if 0 <= entry.get("gpu", -1) < len(self._gpus):
+                self._gpus[entry["gpu"]].replay(entry.get("call"), entry.get("args") or [])
         for fault in spec.faults:
             for gpu in self._gpus:
                 if fault.gpu in (None, gpu.index):

@@ -42,6 +42,7 @@ class LeaseBook:
     def __init__(self, directory: str, device: KnobIO, on_event: Callable[[ev.LeaseEvent], None], *,
                  clock: Callable[[], float] = time.time, max_owners: int = DEFAULT_MAX_OWNERS) -> None:
         self._store = RecordStore(directory)
+        self.directory = directory
         self._device = device
         self._on_event = on_event
         self._clock = clock
@@ -421,6 +422,13 @@ class LeaseBook:
             self._leases.clear()
 
     # -- reading -------------------------------------------------------------------------------
+
+    def known(self, gpu_index: int, knob: str) -> object:
+        """The knob's value as the daemon last wrote (or restored) it, or NO_READING if it does
+        not know. The write path's cache: a change needs no read of the value it replaces."""
+        with self._lock:
+            value = self._known.get((gpu_index, knob), NO_READING)
+        return NO_READING if value is _UNKNOWN else value
 
     def has_leases(self) -> bool:
         with self._lock:

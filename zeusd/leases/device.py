@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from ..operations import KNOB_GETTER, KNOB_RESETTER, KNOB_SETTER
 from . import knobs
 
 # A knob with no hardware getter: NVML can set and reset locked clocks but not read them.
@@ -26,32 +27,20 @@ class KnobIO(Protocol):
 
 def read_knob(device, knob: str) -> object:
     """A GpuDevice's value of ``knob`` (one NVML call), or NO_READING for locked clocks."""
-    if knob == knobs.POWER_LIMIT:
-        return device.get_power_limit_mw()
-    if knob == knobs.PERSISTENCE_MODE:
-        return device.get_persistence_mode()
-    return NO_READING
+    if knob not in KNOB_SETTER:
+        raise knobs.BadValue(f"unknown knob {knob!r}")
+    getter = KNOB_GETTER[knob]
+    return NO_READING if getter is None else getattr(device, getter)()
 
 
 def apply_knob(device, knob: str, value: object) -> None:
     """Set ``knob`` on a GpuDevice; clocks None resets them (nvmlDeviceReset*LockedClocks)."""
-    if knob == knobs.POWER_LIMIT:
-        device.set_power_limit_mw(value)
-    elif knob == knobs.PERSISTENCE_MODE:
-        device.set_persistence_mode(value)
-    elif knob == knobs.GPU_LOCKED_CLOCKS:
-        _clocks(value, device.set_gpu_locked_clocks, device.reset_gpu_locked_clocks)
-    elif knob == knobs.MEM_LOCKED_CLOCKS:
-        _clocks(value, device.set_mem_locked_clocks, device.reset_mem_locked_clocks)
-    else:
+    if knob not in KNOB_SETTER:
         raise knobs.BadValue(f"unknown knob {knob!r}")
-
-
-def _clocks(value, set_range, reset) -> None:
     if value is None:
-        reset()
+        getattr(device, KNOB_RESETTER[knob])()
     else:
-        set_range(*value)
+        getattr(device, KNOB_SETTER[knob])(*(value if isinstance(value, tuple) else (value,)))
 
 
 class GpuKnobs:

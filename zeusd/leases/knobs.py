@@ -7,11 +7,9 @@ files hold, so decoding is strict: anything but exactly these shapes is refused.
 
 from __future__ import annotations
 
-POWER_LIMIT = "power_limit"
-GPU_LOCKED_CLOCKS = "gpu_locked_clocks"
-MEM_LOCKED_CLOCKS = "mem_locked_clocks"
-PERSISTENCE_MODE = "persistence_mode"
-KNOBS = (POWER_LIMIT, GPU_LOCKED_CLOCKS, MEM_LOCKED_CLOCKS, PERSISTENCE_MODE)
+from ..operations import (GPU_LOCKED_CLOCKS, KNOBS, MEM_LOCKED_CLOCKS,  # noqa: F401 - re-exported
+                          PERSISTENCE_MODE, POWER_LIMIT)
+from ..operations import knob_text as text  # noqa: F401 - re-exported
 CLOCK_KNOBS = (GPU_LOCKED_CLOCKS, MEM_LOCKED_CLOCKS)
 
 _MAX_MW = 10**9  # 1 MW: far above any GPU, small enough to refuse garbage
@@ -51,12 +49,3 @@ def _check_clocks(knob: str, value: object) -> tuple[int, int] | None:
 def to_json(value: object) -> object:
     """The JSON form: clocks become [min, max]; the rest stays as is."""
     return list(value) if isinstance(value, tuple) else value
-
-
-def text(knob: str, value: object) -> str:
-    """Human text for logs and listings: '300000 mW', '900-1980 MHz', 'not locked', 'enabled'."""
-    if knob == POWER_LIMIT:
-        return f"{value} mW"
-    if knob == PERSISTENCE_MODE:
-        return "enabled" if value else "disabled"
-    return "not locked" if value is None else f"{value[0]}-{value[1]} MHz"

@@ -192,14 +192,17 @@ class RecordStore:
         finally:
             os.close(fd)
 
-    def load_all(self) -> tuple[list[LeaseRecord], list[str]]:
-        """(records, rejected file names). Left-over temporary files are removed."""
+    def load_all(self, remove_leftovers: bool = True) -> tuple[list[LeaseRecord], list[str]]:
+        """(records, rejected file names). Left-over temporary files are removed, unless
+        ``remove_leftovers`` is False (a reader beside a running daemon: the file may be a
+        write in progress)."""
         records, rejected = [], []
         for name in sorted(os.listdir(self.directory)):
             if name in IGNORED:
                 continue
             if name.startswith(TMP_PREFIX):
-                self._remove_quietly(name)
+                if remove_leftovers:
+                    self._remove_quietly(name)
                 continue
             try:
                 records.append(self._load(name))

@@ -12,12 +12,6 @@ from zeusd.policy.model import READ_GROUPS, Decision, Grant, Range, Rule
 if TYPE_CHECKING:
     from zeusd.policy.model import Policy
 
-# Which range limits which request field; operations absent here carry no value.
-_RANGE_OF_OPERATION = {
-    ops.SET_POWER_LIMIT: "power_limit_mw",
-    ops.SET_GPU_LOCKED_CLOCKS: "gpu_clock_mhz",
-    ops.SET_MEM_LOCKED_CLOCKS: "mem_clock_mhz",
-}
 _RANGE_WORDS = {"gpu_clock_mhz": "GPU clock range", "mem_clock_mhz": "memory clock range"}
 
 
@@ -49,7 +43,7 @@ def decide_change(policy: Policy, caller: Caller, change: GpuChange) -> Decision
         return Decision(False, name, message, grant.restore_on_exit)
     problem = _out_of_range(grant, change)
     if problem is None:
-        return Decision(True, name, "", grant.restore_on_exit)
+        return Decision(True, name, "", grant.restore_on_exit, share_leases=grant.share_leases)
     return _range_denial(policy, caller, change, rule, grant, problem)
 
 
@@ -121,17 +115,11 @@ def _out_of_range(grant: Grant, change: GpuChange) -> tuple[str, str, int | None
 
     A value that is missing where a range applies is refused too (fail closed).
     """
-    range_key = _RANGE_OF_OPERATION.get(change.operation)
+    range_key = change.spec.range_key
     limit: Range | None = getattr(grant, range_key) if range_key else None
     if limit is None:
         return None
-    for field_name, value in _values_of(change):
+    for field_name, value in zip(change.spec.params, change.values()):
         if value is None or value not in limit:
             return range_key, field_name, value, limit
     return None
-
-
-def _values_of(change: GpuChange) -> tuple[tuple[str, int | None], ...]:
-    if change.operation == ops.SET_POWER_LIMIT:
-        return (("power_limit_mw", change.power_limit_mw),)
-    return (("min_clock_mhz", change.min_clock_mhz), ("max_clock_mhz", change.max_clock_mhz))

@@ -59,6 +59,7 @@ class Grant:
     gpu_clock_mhz: Range | None = None
     mem_clock_mhz: Range | None = None
     restore_on_exit: bool = True
+    share_leases: bool = False  # its callers may change a knob another of them holds
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Decision:
     message: str  # for a denial: the 403 "error" text
     restore_on_exit: bool
     allowed_range: dict | None = None
+    share_leases: bool = False
 
 
 @dataclass(frozen=True)

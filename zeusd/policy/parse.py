@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 TOP_KEYS = ("version", "root", "defaults", "rule")
 ROOT_KEYS = ("restore_on_exit",)
-GRANT_KEYS = ("operations", "power_limit_w", "gpu_clock_mhz", "mem_clock_mhz", "restore_on_exit")
+# Grant field (an operation's range_key) -> the file's key (the file gives power in watts).
+_RANGE_KEYS = {"power_limit_mw": "power_limit_w", "gpu_clock_mhz": "gpu_clock_mhz",
+               "mem_clock_mhz": "mem_clock_mhz"}
+GRANT_KEYS = ("operations", "power_limit_w", "gpu_clock_mhz", "mem_clock_mhz", "restore_on_exit",
+              "share_leases")
 WHO_KEYS = ("users", "groups", "tokens", "anonymous", "everyone")
 RULE_KEYS = ("name", *WHO_KEYS, "optional", "gpus", *GRANT_KEYS)
 RESERVED_NAMES = frozenset({"root", "default", "no-policy", "unknown-caller"})
@@ -135,7 +139,7 @@ def _parse_grant(table: object, context: _Context, where: tuple, label: str,
     _check_keys(table, known, context, where, label)
     readers = {"operations": fields.operations, "power_limit_w": fields.power_range_mw,
                "gpu_clock_mhz": fields.clock_range_mhz, "mem_clock_mhz": fields.clock_range_mhz,
-               "restore_on_exit": fields.boolean}
+               "restore_on_exit": fields.boolean, "share_leases": fields.boolean}
     values = {key: _field(context, where + (key,), f"{label}.{key}", reader, table[key])
               for key, reader in readers.items() if key in table}
     power = values.pop("power_limit_w", None)
@@ -242,12 +246,11 @@ def _labels(resolved: dict) -> tuple[str, ...]:
 
 
 def _warn_unused_ranges(name: str, grant: Grant, table: dict, context: _Context) -> None:
-    needs = {"power_limit_w": "set_power_limit", "gpu_clock_mhz": "set_gpu_locked_clocks",
-             "mem_clock_mhz": "set_mem_locked_clocks"}
-    for key, operation in needs.items():
-        if key in table and operation not in grant.operations:
+    for operation in ops.GPU_OPERATIONS.values():
+        key = _RANGE_KEYS.get(operation.range_key)
+        if key is not None and key in table and operation.name not in grant.operations:
             context.warnings.append(f'rule "{name}".{key} has no effect: the rule does not '
-                                    f"grant {operation}")
+                                    f"grant {operation.name}")
 
 
 def _warn_shadowed_reads(rules: tuple[Rule, ...], defaults: Grant, context: _Context) -> None:

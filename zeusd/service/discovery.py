@@ -21,7 +21,7 @@ def caller_json(caller: Caller) -> dict:
 class Discovery:
     def __init__(self, *, gpu_infos: list[GpuInfo], cpus: list, enabled_groups: frozenset[str],
                  auth_required: bool, backend_kind: str, policy_store,
-                 manager: GpuManager) -> None:
+                 manager: GpuManager, lease_book=None) -> None:
         self.gpu_infos = gpu_infos
         self.cpus = cpus
         self.enabled_groups = enabled_groups
@@ -29,6 +29,7 @@ class Discovery:
         self.backend_kind = backend_kind
         self.policy_store = policy_store
         self.manager = manager
+        self.lease_book = lease_book
 
     def describe(self, caller: Caller) -> dict:
         show_gpus = bool(self.enabled_groups & {GPU_CONTROL, GPU_READ})
@@ -52,6 +53,8 @@ class Discovery:
             "gpu_backend": self.backend_kind,
             "caller": caller_json(caller),
             "policy": self.policy_store.current.summary_for(caller),
+            "leases": {"enabled": self.lease_book is not None,  # (ours) see GET /leases
+                       "count": len(self.lease_book.leases()) if self.lease_book else 0},
         }
         if show_gpus:  # (ours) lost, hung or reset-needing GPUs, for the administrator
             health = self.manager.health()

@@ -18,8 +18,9 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, Caller
+from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, PIN_OWNER_KEY, Caller
 from ..service import deadline
+from ..service.idle import ACTIVITY
 from ..limits import ServeLimits
 from .admission import Admission, peer_key, refusal_bytes
 from .parser import PeerRequestParser
@@ -38,16 +39,28 @@ class PeerTask(WSGITask):
         # time it waited for this worker counts too (the GPU layer reads the deadline).
         received = getattr(self.request, "zeusd_received_at", None) or time.monotonic()
         deadline.start(received + self.channel.limits.request_timeout_s)
+        ACTIVITY.begin()  # idle exit waits for no request in flight and none for a while
         try:
             super().execute()
         finally:
+            ACTIVITY.end()
             deadline.clear()
 
     def get_environment(self):
         environ = super().get_environment()
         environ[ENVIRON_KEY] = self.channel.zeusd_caller
         environ[PEER_CLOSED_KEY] = self._peer_closed
+        caller = self.channel.zeusd_caller
+        if caller.transport == "unix" and caller.known:  # a process to own leases (TCP: none)
+            environ[PIN_OWNER_KEY] = self._pin_owner
         return environ
+
+    def _pin_owner(self):
+        """A pidfd on the connected process (leases), checked against the accept-time start."""
+        from ..leases.owner import pin_unix_peer
+
+        caller = self.channel.zeusd_caller
+        return pin_unix_peer(self.channel.socket, caller.uid, caller.pid, caller.start_time_ticks)
 
     def _peer_closed(self) -> bool:
         """Is the client gone? Asked between the events of a long response (a stream).
