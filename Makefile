@@ -55,7 +55,7 @@ test: venv compat-clients
 $(VENV)-oldest/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)-oldest
 	$(VENV)-oldest/bin/python -m pip install -q 'falcon==3.1.1' 'waitress==2.1.2' 'PyJWT==2.6.0' \
-	    'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
+	    'prometheus_client==0.16.0' 'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
 	$(VENV)-oldest/bin/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 from .config import ServeConfig
 from .devices.diagnose import has_cap_sys_admin
-from .operations import CPU_READ, GPU_CONTROL
+from .operations import CPU_READ, GPU_CONTROL, METRICS
 
 if TYPE_CHECKING:
     from .service.discovery import Discovery
     from .service.gpu_control import GpuControl
     from .service.gpu_manager import GpuManager
+    from .service.metrics import MetricsService
     from .service.reads import CpuReads, GpuReads
     from .service.streams import StreamHub
 
@@ -110,6 +111,7 @@ class Services:
     cpu_reads: CpuReads
     streams_hub: StreamHub
     manager: GpuManager
+    metrics_service: MetricsService | None = None  # only when --enable names "metrics"
 
     def create_app(self, enabled_groups: frozenset[str]):
         from .api.app import create_app
@@ -117,7 +119,16 @@ class Services:
         return create_app(enabled_groups=enabled_groups, signing_key=self.signing_key,
                           discovery=self.discovery, gpu_control=self.gpu_control,
                           gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
-                          streams_hub=self.streams_hub)
+                          streams_hub=self.streams_hub, metrics_service=self.metrics_service)
+
+
+def _metrics_service(config: ServeConfig, manager, policy_store, auditor, backend_kind: str):
+    if METRICS not in config.enabled_groups:
+        return None
+    from .service.metrics import MetricsService
+
+    return MetricsService(manager=manager, policy_store=policy_store, auditor=auditor,
+                          backend_kind=backend_kind)
 
 
 def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services, str]:
@@ -157,6 +168,7 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
                               per_caller=limits.max_streams_per_caller,
                               gates={"gpu": gpu_reads.gate, "cpu": cpu_reads.gate}),
         manager=manager,
+        metrics_service=_metrics_service(config, manager, policy_store, auditor, backend.kind),
     )
     return services, backend.kind
 

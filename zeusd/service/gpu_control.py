@@ -16,6 +16,7 @@ from ..errors import InvalidValue, NvmlFailure, PolicyDenied, UnknownDevice, Zeu
 from ..identity import Caller
 from ..operations import GpuChange
 from .gpu_manager import GpuManager
+from .hardware_ranges import RangeCheck
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class GpuControl:
         self.manager = manager
         self.policy_store = policy_store
         self.auditor = auditor
+        self.ranges = RangeCheck(manager)
 
     def _check_gpus(self, gpu_indices: list[int]) -> None:
         for index in gpu_indices:
@@ -110,6 +112,7 @@ class GpuControl:
                     extra["allowed_range"] = decision.allowed_range
                 raise PolicyDenied(decision.message, **extra)
             by_index[change.gpu_index] = (change, decision)
+        self.ranges.check(changes)  # a value the GPU refuses: 400 now, even with block=false
 
         def job(device: GpuDevice) -> None:
             change, decision = by_index[device.index]
