@@ -22,7 +22,7 @@ compat-clients: venv
 ## reads them back (`make -s demo-args`), so the README's examples are checked against this exact setup.
 DEMO_POLICY ?= $(CURDIR)/policy/demo-policy.toml
 DEMO_ARGS = --gpu-backend simulated --simulated-gpus h200x4 --cpu-backend simulated --simulated-cpus 2 \
-	--policy $(DEMO_POLICY)
+	--policy $(DEMO_POLICY) --enable gpu-control,gpu-read,cpu-read,metrics
 DEMO_TCP_ARGS = --mode tcp --tcp-bind-address 127.0.0.1:4938 --signing-key-path $(DEMO_KEY)
 DEMO_KEY ?= /tmp/zeusd-demo/signing.key
 
@@ -33,6 +33,7 @@ demo: venv
 	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/discover"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) -X POST 'http://localhost/gpu/set_power_limit?gpu_ids=0&power_limit_mw=300000&block=true'"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) 'http://localhost/cpu/get_cumulative_energy?cpu=true&dram=true'"
+	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/metrics"
 	$(VENV)/bin/zeusd serve $(DEMO_ARGS) --socket-path $(DEMO_SOCKET)
 
 ## The same demo on TCP 127.0.0.1:4938 with bearer tokens (a fresh signing key in $(DEMO_KEY)).

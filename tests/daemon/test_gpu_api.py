@@ -374,9 +374,10 @@ def test_bulk_power_limits_then_an_invalid_blocking_one(zd):
     assert assert_json(reply, 400) == {"errors": {"2": (
         "Invalid request: power_limit_mw 800000 is outside the valid range 200000-700000 mW "
         "of GPU 2")}}
-    assert zd.gpus.applied(mark, 2) == [[v] for v in values]
+    # The 400 came before the queue; this read runs behind the 10 writes (per-GPU FIFO).
     assert assert_json(zd.get("/gpu/get_power_limit?gpu_ids=2"), 200) == {
         "2": {"power_limit_mw": values[-1]}}
+    assert zd.gpus.applied(mark, 2) == [[v] for v in values]
 
 
 # ----- routes -----------------------------------------------------------------------------------
