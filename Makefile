@@ -23,7 +23,7 @@ compat-clients: venv
 DEMO_POLICY ?= $(CURDIR)/policy/demo-policy.toml
 DEMO_LEASES ?= /tmp/zeusd-demo-leases-$(shell id -u)
 DEMO_ARGS = --gpu-backend simulated --simulated-gpus h200x4 --cpu-backend simulated --simulated-cpus 2 \
-	--policy $(DEMO_POLICY) --lease-dir $(DEMO_LEASES)
+	--policy $(DEMO_POLICY) --lease-dir $(DEMO_LEASES) --enable gpu-control,gpu-read,cpu-read,metrics
 DEMO_TCP_ARGS = --mode tcp --tcp-bind-address 127.0.0.1:4938 --signing-key-path $(DEMO_KEY)
 DEMO_KEY ?= /tmp/zeusd-demo/signing.key
 
@@ -34,6 +34,7 @@ demo: venv
 	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/discover"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) -X POST 'http://localhost/gpu/set_power_limit?gpu_ids=0&power_limit_mw=300000&block=true'"
 	@echo "  curl --unix-socket $(DEMO_SOCKET) 'http://localhost/cpu/get_cumulative_energy?cpu=true&dram=true'"
+	@echo "  curl --unix-socket $(DEMO_SOCKET) http://localhost/metrics"
 	$(VENV)/bin/zeusd serve $(DEMO_ARGS) --socket-path $(DEMO_SOCKET)
 
 ## The same demo on TCP 127.0.0.1:4938 with bearer tokens (a fresh signing key in $(DEMO_KEY)).
@@ -56,7 +57,7 @@ test: venv compat-clients
 $(VENV)-oldest/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)-oldest
 	$(VENV)-oldest/bin/python -m pip install -q 'falcon==3.1.1' 'waitress==2.1.2' 'PyJWT==2.6.0' \
-	    'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
+	    'prometheus_client==0.16.0' 'nvidia-ml-py' 'pytest>=7' 'hypothesis>=6'
 	$(VENV)-oldest/bin/python -m pip install -q --no-deps -e .
 	touch $@
 

@@ -8,7 +8,7 @@ import stat
 
 from .devices.loader import BACKEND_KINDS, DEFAULT_SIMULATED_SPEC
 from .limits import LIMIT_OPTIONS, ServeLimits
-from .operations import API_GROUPS
+from .operations import API_GROUPS, DEFAULT_GROUPS
 from .options import Option, config_class, digits_value, field_values, positive_float, \
     whole_number
 from .policy.load import DEFAULT_POLICY_PATH
@@ -118,8 +118,9 @@ SERVE_OPTIONS = (
     Option("tcp_bind_address", str, "127.0.0.1:4938", "TCP address", parse_tcp_address,
            metavar="ADDR:PORT"),
     Option("num_workers", int, 8, "HTTP worker threads", whole_number(1, MAX_WORKERS), metavar="N"),
-    Option("enabled_groups", frozenset, frozenset(API_GROUPS), "API groups to serve",
-           parse_groups, metavar="GROUPS", flag="--enable", shown=",".join(API_GROUPS)),
+    Option("enabled_groups", frozenset, frozenset(DEFAULT_GROUPS),
+           f"API groups to serve (of {', '.join(API_GROUPS)})",
+           parse_groups, metavar="GROUPS", flag="--enable", shown=",".join(DEFAULT_GROUPS)),
     Option("gpu_power_poll_hz", float, 20.0, "GPU power samples per second for the streams",
            positive_float, metavar="HZ"),
     Option("cpu_power_poll_hz", float, 10.0,

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING
 
 from .config import ServeConfig
 from .devices.diagnose import has_cap_sys_admin
-from .operations import CPU_READ, GPU_CONTROL
+from .operations import CPU_READ, GPU_CONTROL, METRICS
 
 if TYPE_CHECKING:
     from .leases import LeaseBook
     from .service.discovery import Discovery
     from .service.gpu_control import GpuControl
     from .service.gpu_manager import GpuManager
+    from .service.metrics import MetricsService
     from .service.reads import CpuReads, GpuReads
     from .service.streams import StreamHub
 
@@ -112,6 +113,7 @@ class Services:
     streams_hub: StreamHub
     manager: GpuManager
     lease_book: LeaseBook | None = None  # None: leases are off (no lease directory)
+    metrics_service: MetricsService | None = None  # only when --enable names "metrics"
 
     def create_app(self, enabled_groups: frozenset[str]):
         from .api.app import create_app
@@ -120,9 +122,22 @@ class Services:
         return create_app(enabled_groups=enabled_groups, signing_key=self.signing_key,
                           discovery=self.discovery, gpu_control=self.gpu_control,
                           gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
-                          streams_hub=self.streams_hub,
+                          streams_hub=self.streams_hub, metrics_service=self.metrics_service,
                           leases_service=LeaseService(self.lease_book,
                                                       self.discovery.policy_store))
+
+
+def _metrics_service(config: ServeConfig, manager, policy_store, auditor, backend_kind: str,
+                     book):
+    if METRICS not in config.enabled_groups:
+        return None
+    from .service.metrics import MetricsService
+
+    service = MetricsService(manager=manager, policy_store=policy_store, auditor=auditor,
+                             backend_kind=backend_kind)
+    if book is not None:
+        service.leases_open = lambda: len(book.leases())
+    return service
 
 
 def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services, str]:
@@ -165,6 +180,8 @@ def build_services(config: ServeConfig, policy_store, auditor) -> tuple[Services
                               gates={"gpu": gpu_reads.gate, "cpu": cpu_reads.gate}),
         manager=manager,
         lease_book=book,
+        metrics_service=_metrics_service(config, manager, policy_store, auditor, backend.kind,
+                                         book),
     )
     return services, backend.kind
 

@@ -15,7 +15,11 @@ from dataclasses import dataclass
 GPU_CONTROL = "gpu-control"
 GPU_READ = "gpu-read"
 CPU_READ = "cpu-read"
-API_GROUPS = (GPU_CONTROL, GPU_READ, CPU_READ)
+# (ours) Prometheus /metrics. Off unless --enable names it, so a default daemon answers
+# exactly what the released clients know.
+METRICS = "metrics"
+DEFAULT_GROUPS = (GPU_CONTROL, GPU_READ, CPU_READ)
+API_GROUPS = (*DEFAULT_GROUPS, METRICS)
 
 SET_POWER_LIMIT = "set_power_limit"
 SET_PERSISTENCE_MODE = "set_persistence_mode"

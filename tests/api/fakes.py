@@ -50,6 +50,9 @@ class FakeGpuReads(Scripted):
     def persistence_mode(self, caller, gpu_ids):
         return self.answer("persistence_mode", caller, gpu_ids)
 
+    def supported_clocks(self, caller, gpu_ids):
+        return self.answer("supported_clocks", caller, gpu_ids)
+
 
 class FakeCpuReads(Scripted):
     def cumulative_energy(self, caller, cpu_ids, cpu, dram):

@@ -15,7 +15,7 @@ suite=bookworm
 # The zeusd package's dependencies (so the .deb installs with no network),
 # what boots and drives the container, and man-db for systemd-analyze verify's
 # check of Documentation=man:zeusd(8).
-packages="systemd,systemd-sysv,dbus,libpam-systemd,python3-minimal,python3,python3-falcon,python3-jwt,python3-waitress,python3-systemd,adduser,passwd,procps,curl,iproute2,util-linux,man-db,ca-certificates"
+packages="systemd,systemd-sysv,dbus,libpam-systemd,python3-minimal,python3,python3-falcon,python3-jwt,python3-prometheus-client,python3-waitress,python3-systemd,adduser,passwd,procps,curl,iproute2,util-linux,man-db,ca-certificates"
 
 key=$(printf '%s\n' 1 "$suite" "$mirror" "$security" "$packages" | sha256sum | cut -c1-16)
 tarball="$cache/rootfs-$suite-$key.tar"

@@ -209,7 +209,7 @@ def policy_check(path: str) -> Check:
         policy = load_policy(path)
     except PolicyError as exc:
         return Check("policy", PROBLEM, str(exc), f"fix it and check with `zeusd policy check "
-                     f"{path}`, then `systemctl reload zeusd`")
+                     f"{path}`, then `systemctl try-reload-or-restart zeusd`")
     summary = f"{len(policy.rules)} rule(s); {describe_policy(policy)[-1]}"
     return Check("policy", OK, f"{policy.source} sha256 {policy.hash[:12]}: {summary}",
                  data={"hash": policy.hash, "source": policy.source, "rules": len(policy.rules)})

@@ -109,6 +109,10 @@ def _check(args) -> int:
     return EXIT_OK
 
 
+# What a machine-wide read covers, as `explain` names it (gpu-read names its GPU).
+_READ_TARGETS = {ops.CPU_READ: "the CPUs", ops.METRICS: "the daemon's metrics"}
+
+
 def _explain(args) -> int:
     operation = args.operation
     if operation not in ops.GPU_WRITE_OPERATIONS and operation not in READ_GROUPS:
@@ -124,9 +128,9 @@ def _explain(args) -> int:
     if operation in READ_GROUPS:
         if args.value is not None:
             raise UsageError(f"{operation} takes no value")
-        gpu_index = None if operation == ops.CPU_READ else args.gpu
+        gpu_index = args.gpu if operation == ops.GPU_READ else None
         decision = policy.decide_read(caller, operation, gpu_index)
-        target = "the CPUs" if gpu_index is None and operation == ops.CPU_READ else (
+        target = _READ_TARGETS.get(operation) or (
             "all GPUs" if gpu_index is None else f"GPU {gpu_index}")
         subject = operation
     else:

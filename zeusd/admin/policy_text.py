@@ -23,7 +23,8 @@ def describe_operations(operations: frozenset[str]) -> str:
         parts.append("change every GPU setting (gpu-control)")
     elif writes:
         parts.append(", ".join(writes))
-    reads = {ops.GPU_READ: "read GPUs (gpu-read)", ops.CPU_READ: "read CPUs (cpu-read)"}
+    reads = {ops.GPU_READ: "read GPUs (gpu-read)", ops.CPU_READ: "read CPUs (cpu-read)",
+             ops.METRICS: "scrape /metrics (metrics)"}
     parts.extend(text for group, text in reads.items() if group in operations)
     return "; ".join(parts)
 

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 import falcon
 
 from ..service.lease_view import LeaseService
-from . import cpu, errors, gpu, leases, legacy, meta, streams
+from . import cpu, errors, gpu, leases, legacy, meta, metrics, streams
 from .middleware import Gate
 from .params import IndexConverter
 
 if TYPE_CHECKING:
     from ..service.discovery import Discovery
     from ..service.gpu_control import GpuControl
+    from ..service.metrics import MetricsService
     from ..service.reads import CpuReads, GpuReads
     from ..service.streams import StreamHub
 
@@ -21,17 +22,38 @@ if TYPE_CHECKING:
 def create_app(*, enabled_groups: frozenset[str], signing_key: bytes | None,
                discovery: Discovery, gpu_control: GpuControl, gpu_reads: GpuReads,
                cpu_reads: CpuReads, streams_hub: StreamHub | None = None,
-               leases_service: LeaseService | None = None) -> falcon.App:
-    """``streams_hub`` None: no stream routes. ``signing_key`` None: no tokens."""
-    app = falcon.App(middleware=[Gate(enabled_groups, signing_key)])
+               leases_service: LeaseService | None = None,
+               metrics_service: MetricsService | None = None) -> falcon.App:
+    """``streams_hub`` None: no stream routes. ``signing_key`` None: no tokens.
+    ``metrics_service`` None: /metrics answers 404 and no request is counted."""
+    middleware = [Gate(enabled_groups, signing_key)]
+    if metrics_service is not None:
+        middleware.append(metrics.CountRequests(metrics_service.requests))
+    app = falcon.App(middleware=middleware)
     app.req_options.keep_blank_qs_values = True
     app.router_options.converters["index"] = IndexConverter
     errors.install(app)
-    meta.add_routes(app, discovery)
-    gpu.add_routes(app, gpu_control, gpu_reads)
-    legacy.add_routes(app, gpu_control)
-    cpu.add_routes(app, cpu_reads)
-    leases.add_routes(app, leases_service or LeaseService(None, None))  # None: leases are off
+    routes = HeadLikeGet(app)
+    meta.add_routes(routes, discovery)
+    gpu.add_routes(routes, gpu_control, gpu_reads)
+    legacy.add_routes(routes, gpu_control)
+    cpu.add_routes(routes, cpu_reads)
+    leases.add_routes(routes, leases_service or LeaseService(None, None))  # None: leases are off
     if streams_hub is not None:
-        streams.add_routes(app, streams_hub)
+        streams.add_routes(routes, streams_hub)
+    metrics.add_routes(routes, metrics_service)  # without one: the group's 404, like any group
     return app
+
+
+class HeadLikeGet:
+    """Adds routes so that every GET route answers HEAD: the GET responder runs (same checks,
+    status and headers, Content-Length included) and Falcon sends no body. A resource whose
+    GET must not run for a HEAD (a stream) defines its own on_head."""
+
+    def __init__(self, app: falcon.App) -> None:
+        self.app = app
+
+    def add_route(self, uri_template: str, resource, **kwargs) -> None:
+        if hasattr(resource, "on_get") and not hasattr(resource, "on_head"):
+            resource.on_head = resource.on_get
+        self.app.add_route(uri_template, resource, **kwargs)

@@ -69,6 +69,7 @@ READ_ROUTES = {
     "/gpu/get_power_limit": "power_limit",
     "/gpu/get_power_limit_constraints": "power_limit_constraints",
     "/gpu/get_persistence_mode": "persistence_mode",
+    "/gpu/get_supported_clocks": "supported_clocks",  # (ours)
 }
 
 

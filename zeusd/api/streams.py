@@ -102,6 +102,12 @@ class PowerStream:
         resp.stream = SseStream(self.hub, self.kind, ids, sub, snapshot,
                                 req.env.get(PEER_CLOSED_KEY))
 
+    def on_head(self, req, resp) -> None:
+        """GET's checks and headers, without a stream: the slot it takes is given back."""
+        self.on_get(req, resp)
+        resp.stream.close()
+        resp.stream = None
+
 
 def add_routes(app, hub: StreamHub) -> None:
     app.add_route("/gpu/stream_power", PowerStream(hub, "gpu"))

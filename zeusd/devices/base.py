@@ -1,6 +1,6 @@
 """The narrow interface every GPU backend implements (NVML and simulated): what the
-daemon calls, and nothing else. What only the admin's tools read (supported clocks,
-library versions) is the separate probe interface in probe.py.
+daemon calls, and nothing else. What only the admin's tools read (library versions) is
+the separate probe interface in probe.py.
 
 All methods are synchronous and may block; the GPU manager calls them on one
 worker thread per GPU. Every failure is raised as ``NvmlError`` with NVML's own
@@ -66,6 +66,14 @@ class GpuDevice(abc.ABC):
 
     @abc.abstractmethod
     def reset_mem_locked_clocks(self) -> None: ...
+
+    @abc.abstractmethod
+    def get_supported_memory_clocks_mhz(self) -> list[int]:
+        """For /gpu/get_supported_clocks and the early range check of locked clocks."""
+
+    @abc.abstractmethod
+    def get_supported_graphics_clocks_mhz(self, mem_clock_mhz: int) -> list[int]:
+        """The graphics clocks at one supported memory clock (else NOT_FOUND)."""
 
     @abc.abstractmethod
     def get_total_energy_mj(self) -> int: ...

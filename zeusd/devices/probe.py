@@ -1,7 +1,6 @@
 """What only the admin's tools read from the GPUs (`zeusd doctor`, tools/gpu_check.py): the
-supported clock tables and the library versions. The daemon never calls these, so they
-are kept out of its device interface (base.py); the NVML and simulated backends implement
-both."""
+library versions. The daemon never calls these, so they are kept out of its device
+interface (base.py); the NVML and simulated backends implement both."""
 
 from __future__ import annotations
 
@@ -11,14 +10,7 @@ from .base import GpuBackend, GpuDevice
 
 
 class GpuProbe(GpuDevice):
-    """One GPU, with the reads only the admin's tools make."""
-
-    @abc.abstractmethod
-    def get_supported_memory_clocks_mhz(self) -> list[int]: ...
-
-    @abc.abstractmethod
-    def get_supported_graphics_clocks_mhz(self, mem_clock_mhz: int) -> list[int]:
-        """The graphics clocks at one supported memory clock (else NOT_FOUND)."""
+    """One GPU as the admin's tools see it (today: the daemon's interface, nothing more)."""
 
 
 class BackendProbe(GpuBackend):

@@ -27,6 +27,8 @@ def who(caller: Caller) -> str:
 def _where(gpu_index: int | None, group: str | None = None) -> str:
     if group == ops.CPU_READ:
         return "the CPUs"
+    if group == ops.METRICS:
+        return "the daemon's metrics"
     return "all GPUs" if gpu_index is None else f"GPU {gpu_index}"
 
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from zeusd.identity import Caller
     from zeusd.operations import GpuChange
 
-READ_GROUPS = (ops.GPU_READ, ops.CPU_READ)
+READ_GROUPS = (ops.GPU_READ, ops.CPU_READ, ops.METRICS)
 
 # Shorthands an administrator may write in `operations = [...]`.
 OPERATION_SHORTHANDS: dict[str, tuple[str, ...]] = {
@@ -145,11 +145,11 @@ class Policy:
 
     def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
         """Decide one change on one GPU; the daemon asks once per listed GPU."""
-        return _decide.decide_change(self, caller, change)
+        return count_decision(_decide.decide_change(self, caller, change))
 
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
         """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``."""
-        return _decide.decide_read(self, caller, group, gpu_index)
+        return count_decision(_decide.decide_read(self, caller, group, gpu_index))
 
     def summary_for(self, caller: Caller) -> dict:
         """What this caller may do, for the /discover "policy" key (json-able)."""
@@ -161,3 +161,4 @@ class Policy:
 # The decisions need the classes above, and Policy calls them: imported last (not inside
 # each method, which would cost an import look-up on every decision).
 from zeusd.policy import decide as _decide  # noqa: E402
+from zeusd.tally import count_decision  # noqa: E402  (for /metrics)

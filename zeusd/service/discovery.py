@@ -5,10 +5,10 @@ from __future__ import annotations
 from .. import API_VERSION, __version__
 from ..devices.base import GpuInfo
 from ..identity import Caller
-from ..operations import CPU_READ, GPU_CONTROL, GPU_READ
+from ..operations import CPU_READ, GPU_CONTROL, GPU_READ, METRICS
 from .gpu_manager import GpuManager
 
-GROUP_ORDER = (GPU_CONTROL, GPU_READ, CPU_READ)
+GROUP_ORDER = (GPU_CONTROL, GPU_READ, CPU_READ, METRICS)
 
 
 def caller_json(caller: Caller) -> dict:

@@ -16,6 +16,7 @@ from ..errors import NvmlFailure, PolicyDenied, UnknownDevice, ZeusdError
 from ..identity import Caller
 from ..operations import GpuChange, knob_text
 from .gpu_manager import GpuManager
+from .hardware_ranges import RangeCheck
 from .leasing import FROM_GPU, Leasing, OldValue
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class GpuControl:
         self.policy_store = policy_store
         self.auditor = auditor
         self.leasing = Leasing(book)
+        self.ranges = RangeCheck(manager)
 
     def _check_gpus(self, gpu_indices: list[int]) -> None:
         for index in gpu_indices:
@@ -104,6 +106,7 @@ class GpuControl:
                     extra["allowed_range"] = decision.allowed_range
                 raise PolicyDenied(decision.message, **extra)
             by_index[change.gpu_index] = (change, decision)
+        self.ranges.check(changes)  # a value the GPU refuses: 400 now, even with block=false
         leases = self.leasing.begin(caller, pin_owner, by_index)
         job = self._job(caller, by_index, leases, policy.hash)
         try:

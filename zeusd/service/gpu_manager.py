@@ -391,6 +391,11 @@ class GpuManager:
             out[info.index] = state
         return out
 
+    def queue_stats(self) -> dict[int, tuple[int, float]]:
+        """Per GPU: (commands queued, seconds its last command took), for /metrics."""
+        return {info.index: (worker.backlog(), worker.last_call_s)
+                for info, worker in zip(self.infos, self._workers)}
+
     def wait(self, index: int, pending: Pending):
         """The command's result; GpuTimedOut if the GPU's current call overran the limit, or the
         request's own deadline passed first."""

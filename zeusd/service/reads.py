@@ -15,6 +15,7 @@ from ..errors import AggregatedError, DeviceFailure, PolicyDenied, UnknownDevice
 from ..clock import now_ms
 from ..identity import Caller
 from .gpu_manager import GpuManager
+from .hardware_ranges import supported_clocks
 
 
 class ReadGate:
@@ -101,6 +102,9 @@ class GpuReads:
             low, high = device.get_power_limit_constraints_mw()
             return {"min_power_limit_mw": low, "max_power_limit_mw": high}
         return self._per_gpu(caller, gpu_ids, job, "get_power_limit_constraints")
+
+    def supported_clocks(self, caller, gpu_ids):
+        return self._per_gpu(caller, gpu_ids, supported_clocks, "get_supported_clocks")
 
     def persistence_mode(self, caller, gpu_ids):
         return self._per_gpu(caller, gpu_ids,
