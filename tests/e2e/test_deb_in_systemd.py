@@ -298,14 +298,21 @@ def test_zeusctl_is_installed_with_its_completion(ct):
 
 def test_zeusctl_sets_as_a_member_and_an_outsider_is_refused(ct):
     need("member-writes")
+    before = power_limit_mw(ct, 0)
+    assert before != 320000, before
     done = zeusctl(ct, "set power-limit 320W --gpu 0", "alice")
     assert done.returncode == 0, done
-    assert power_limit_mw(ct, 0) == 320000
+    # The shipped policy leases a member's change to the calling process (restore_on_exit):
+    # zeusctl's own process ends at once, so 320 W was applied and is then put back.
+    calls = ct.sh("cat /run/fake-nvml/calls.log").stdout
+    assert " nvmlDeviceSetPowerManagementLimit 320000 -> 0" in calls, calls[-2000:]
+    wait_for("zeusctl's lease to restore GPU 0", lambda: power_limit_mw(ct, 0) == before)
     refused = zeusctl(ct, "set power-limit 250W --gpu 0", "bob")  # not in group zeusd
     assert refused.returncode == 3, refused  # cannot connect: the socket is root:zeusd 0660
     assert refused.stderr.startswith("zeusctl: error: ") and "ermission denied" in refused.stderr, \
         refused
-    assert power_limit_mw(ct, 0) == 320000
+    assert " nvmlDeviceSetPowerManagementLimit 250000" not in ct.sh("cat /run/fake-nvml/calls.log").stdout
+    assert power_limit_mw(ct, 0) == before
 
 
 def test_reload_changes_decisions(ct):
