@@ -38,6 +38,8 @@ _LINE_SKIP = frozenset(("PRIORITY", "SYSLOG_IDENTIFIER", "OBJECT_PID"))
 _LINE_NAMES: dict[str, str] = {}  # journal field name -> its name on a stream line
 _CGROUP_CACHE_SIZE = 4096
 _TEMPLATE_CACHE_SIZE = 4096
+_QUOTED_CACHE_SIZE = 1024
+_QUOTED: dict[str, str] = {}
 _MISSING = object()
 
 
@@ -64,6 +66,19 @@ def _line_field(key: str, value: str) -> str:
     if name is None:
         name = _LINE_NAMES.setdefault(key, key.removeprefix("ZEUSD_").lower())
     return f"{name}={_quote(value)}"
+
+
+def _quote_short(value: str) -> str:
+    """``_quote`` of a short, oft-repeated value (a knob value, an outcome), remembered."""
+    quoted = _QUOTED.get(value)
+    if quoted is None:
+        quoted = _quote(value)
+        if len(value) > 64:  # a failure's text: seldom repeated, not worth keeping
+            return quoted
+        if len(_QUOTED) >= _QUOTED_CACHE_SIZE:
+            _QUOTED.clear()
+        _QUOTED[value] = quoted
+    return quoted
 
 
 def _quote(value: str) -> str:
@@ -285,11 +300,11 @@ class Auditor:
                 _journal_field("ZEUSD_OUTCOME", outcome), template.journal_tail))
             if self._send(datagram):
                 return
-        old = "" if old_value is None else f"old_value={_quote(old_value)} "
+        old = "" if old_value is None else f"old_value={_quote_short(old_value)} "
         if old_value is not None and old_source is not None:
-            old += f"old_value_source={_quote(old_source)} "
-        self._write_text(f"{template.line_head}{old}new_value={_quote(new_value)} "
-                         f"outcome={_quote(outcome)}{template.line_tail} "
+            old += f"old_value_source={_quote_short(old_source)} "
+        self._write_text(f"{template.line_head}{old}new_value={_quote_short(new_value)} "
+                         f"outcome={_quote_short(outcome)}{template.line_tail} "
                          f"message={_quote(message)}\n")
 
     def _caller_fields(self, caller) -> dict[str, str]:

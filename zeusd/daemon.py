@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .config import ServeConfig
-from .devices.diagnose import has_cap_sys_admin
 from .operations import CPU_READ, GPU_CONTROL, METRICS
 
 if TYPE_CHECKING:
@@ -41,8 +40,11 @@ def _setup_logging(level: str) -> None:
 
 
 def _check_privileges(config: ServeConfig) -> None:
-    if config.gpu_backend == "nvml" and GPU_CONTROL in config.enabled_groups \
-            and not has_cap_sys_admin():
+    if config.gpu_backend != "nvml" or GPU_CONTROL not in config.enabled_groups:
+        return
+    from .devices.diagnose import has_cap_sys_admin  # NVML only: not on a simulated start
+
+    if not has_cap_sys_admin():
         raise StartupError(
             "changing GPU settings through NVML needs root or CAP_SYS_ADMIN. Run zeusd as root "
             "(e.g. `sudo zeusd serve` or the systemd service), serve reads only with "

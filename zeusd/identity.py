@@ -11,6 +11,9 @@ ENVIRON_KEY = "zeusd.caller"
 PEER_CLOSED_KEY = "zeusd.peer_closed"
 # ...and, for a Unix peer, a callable that pins the calling process for a lease (a pidfd).
 PIN_OWNER_KEY = "zeusd.pin_owner"
+# ...and a callable taking a function to run on the request's thread once the response has
+# been handed to the socket (a non-blocking write runs there without a thread hand-off).
+AFTER_RESPONSE_KEY = "zeusd.after_response"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ class Scripted:
 
 
 class FakeGpuControl(Scripted):
-    def change(self, caller, changes, block, pin_owner=None):  # no transport here: no pin
+    def change(self, caller, changes, block, pin_owner=None, after_response=None):
+        # no transport here: no pin, nothing to run after the response
         return self.answer("change", caller, changes, block)
 
 

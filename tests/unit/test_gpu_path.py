@@ -93,6 +93,52 @@ def test_a_blocking_command_on_an_idle_gpu_runs_on_the_callers_thread(rig):
     assert r.ran == [("a", threading.current_thread().name), ("later", "zeusd-gpu0")]
 
 
+def test_a_non_blocking_write_to_an_idle_gpu_is_handed_to_after_response_and_keeps_fifo(rig):
+    r = rig()
+    later: list = []
+    r.manager.submit_all([0], r.job("nb"), "set_power_limit", on_error=print,
+                         after_response=later.append)
+    assert len(later) == 1 and r.ran == []  # taken, not run: the answer goes out first
+    # Anything for GPU 0 meanwhile queues behind it: a blocking write waits in the queue.
+    blocked = r.in_thread(r.manager.run_one, 0, r.job("behind"), "set_power_limit")
+    time.sleep(0.1)
+    assert r.ran == [] and r.manager.queue_stats()[0][0] == 2
+    later[0]()  # what the transport does once the response is sent
+    blocked["thread"].join(10)
+    assert r.ran == [("nb", threading.current_thread().name), ("behind", "zeusd-gpu0")]
+
+
+def test_a_non_blocking_write_to_a_busy_gpu_or_to_several_gpus_is_queued(rig):
+    r = rig(count=2)
+    later: list = []
+    r.manager.submit_all([0, 1], r.job("both"), "set_power_limit", on_error=print,
+                         after_response=later.append)
+    wait_until(lambda: len(r.ran) == 2)
+    assert later == [] and sorted(r.ran) == [("both", "zeusd-gpu0"), ("both", "zeusd-gpu1")]
+    r.hang_next(SET_LIMIT)
+    r.manager.submit_all([0], r.job("hangs"), "set_power_limit", on_error=print)
+    wait_until(lambda: r.calls(SET_LIMIT) == 2)  # GPU 0's second set: the hung one, running
+    r.manager.submit_all([0], r.job("queued"), "set_power_limit", on_error=print,
+                         after_response=later.append)
+    assert later == []  # the GPU is busy: queued, not taken
+    r.backend.release_hangs()
+    wait_until(lambda: len(r.ran) == 4)
+    assert r.ran[2:] == [("hangs", "zeusd-gpu0"), ("queued", "zeusd-gpu0")]
+
+
+def test_a_failing_write_run_after_its_response_goes_to_on_error_and_frees_the_gpu(rig):
+    r = rig()
+    r.gpus[0].inject_fault(SET_LIMIT, "INVALID_ARGUMENT", times=1)
+    later, errors = [], []
+    r.manager.submit_all([0], r.job("bad"), "set_power_limit",
+                         on_error=lambda i, exc: errors.append((i, type(exc).__name__)),
+                         after_response=later.append)
+    later[0]()
+    assert errors == [(0, "NvmlError")] and r.ran == []
+    assert r.manager.run_one(0, r.job("next"), "set_power_limit") == "next"
+    assert r.ran == [("next", threading.current_thread().name)]
+
+
 @pytest.mark.parametrize("why", ["no budget", "several gpus", "slow gpu"])
 def test_no_inline_call_without_budget_for_several_gpus_or_on_a_slow_gpu(rig, monkeypatch,
                                                                          why):

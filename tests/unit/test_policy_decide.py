@@ -297,3 +297,21 @@ power_limit_w = [100, 400]
         policy.decide_change(caller, change)
     per_decision_us = (time.perf_counter() - start) / count * 1e6
     assert per_decision_us < 50, f"{per_decision_us:.1f} us per decision"
+
+
+def test_kept_read_decisions_are_exact_per_caller_and_still_counted(policy):
+    """Read decisions are kept per policy object; each is still counted for /metrics, and
+    callers that differ in anything the policy looks at get their own decision."""
+    from zeusd.tally import DECISIONS
+
+    alice, bob = unix_caller(1001), unix_caller(1002)
+    before = DECISIONS.snapshot().get(("no-gpu-7", "allow"), 0)
+    first = policy.decide_read(alice, ops.GPU_READ, 7)
+    assert policy.decide_read(alice, ops.GPU_READ, 7) is first
+    assert DECISIONS.snapshot()[("no-gpu-7", "allow")] == before + 2
+    assert policy.decide_read(alice, ops.GPU_READ, 0).rule == "ml-team"
+    assert policy.decide_read(bob, ops.GPU_READ, 0).rule == "default"
+    unknown = [Caller(transport="unix", known=False, error=why) for why in ("one", "two")]
+    assert [policy.decide_read(c, ops.GPU_READ, 0).message for c in unknown] == [
+        f"zeusd could not tell who the caller is ({why}), so it denies the request"
+        for why in ("one", "two")]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_bool, parse_id_list, parse_query, parse_u32
-from .respond import caller_of, pin_owner_of, send_empty, send_json
+from .respond import after_response_of, caller_of, pin_owner_of, send_empty, send_json
 
 if TYPE_CHECKING:
     from ..service.gpu_control import GpuControl
@@ -40,7 +40,8 @@ class GpuWrite:
         block = parse_bool(params["block"])
         values = {name: params[name] for name in self.value_names}
         changes = build_changes(self.operation, gpu_ids, values)
-        self.control.change(caller_of(req), changes, block, pin_owner_of(req))
+        self.control.change(caller_of(req), changes, block, pin_owner_of(req),
+                            after_response_of(req))
         send_empty(resp)
 
 

@@ -6,7 +6,7 @@ import json
 
 import falcon
 
-from ..identity import ENVIRON_KEY, PIN_OWNER_KEY, UNKNOWN_UNIX, Caller
+from ..identity import AFTER_RESPONSE_KEY, ENVIRON_KEY, PIN_OWNER_KEY, UNKNOWN_UNIX, Caller
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
@@ -40,3 +40,9 @@ def caller_of(req: falcon.Request) -> Caller:
 def pin_owner_of(req: falcon.Request):
     """The transport's callable that pins the calling process (None: TCP, or no transport)."""
     return req.env.get(PIN_OWNER_KEY)
+
+
+def after_response_of(req: falcon.Request):
+    """The transport's callable that runs a function after the response is sent (None: no
+    transport that offers it, e.g. a test client; the work is then queued as usual)."""
+    return req.env.get(AFTER_RESPONSE_KEY)

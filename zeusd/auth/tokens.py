@@ -12,13 +12,12 @@ parsed as JSON. An attacker's payload is never decoded.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
 import warnings
 from dataclasses import dataclass
-
-import jwt
 
 from ..operations import API_GROUPS
 
@@ -29,12 +28,19 @@ ALGORITHM = "HS256"
 # its size also bounds how deeply it can nest.
 MAX_TOKEN_CHARS = 8192
 MAX_HEADER_CHARS = 512
-_JWS = jwt.PyJWS(algorithms=[ALGORITHM])
 
-# Upstream accepts a key file of any length, and so do we. Newer PyJWT warns about keys
-# under 32 bytes on every use; the warning says nothing a request could act on.
-if hasattr(jwt, "warnings") and hasattr(jwt.warnings, "InsecureKeyLengthWarning"):
-    warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+
+@functools.cache
+def _pyjwt():
+    """PyJWT and our JWS verifier, imported on first use: a daemon without a signing key
+    never needs them, and importing PyJWT costs a socket-activated start ~3 ms."""
+    import jwt
+
+    # Upstream accepts a key file of any length, and so do we. Newer PyJWT warns about keys
+    # under 32 bytes on every use; the warning says nothing a request could act on.
+    if hasattr(jwt, "warnings") and hasattr(jwt.warnings, "InsecureKeyLengthWarning"):
+        warnings.filterwarnings("ignore", category=jwt.warnings.InsecureKeyLengthWarning)
+    return jwt, jwt.PyJWS(algorithms=[ALGORITHM])
 
 
 class TokenError(Exception):
@@ -66,6 +72,7 @@ def issue(key: bytes, sub: str, scopes: list[str], expires_in_s: int | None) -> 
     claims: dict = {"sub": sub, "scopes": list(scopes)}
     if expires_in_s is not None:
         claims["exp"] = int(time.time()) + expires_in_s
+    jwt, _ = _pyjwt()
     try:
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"typ": "JWT"})
     except jwt.PyJWTError as exc:  # e.g. a PEM key file: PyJWT refuses it for HMAC
@@ -85,8 +92,9 @@ def _verified_payload(key: bytes, token: str) -> bytes:
     """The payload bytes, once the algorithm and signature are checked; not parsed."""
     if len(token) > MAX_TOKEN_CHARS or len(token.partition(".")[0]) > MAX_HEADER_CHARS:
         raise TokenError("InvalidToken")
+    jwt, jws = _pyjwt()
     try:
-        return _JWS.decode(token, key, algorithms=[ALGORITHM])
+        return jws.decode(token, key, algorithms=[ALGORITHM])
     except jwt.InvalidAlgorithmError:
         raise TokenError("InvalidAlgorithm") from None
     except jwt.InvalidSignatureError:

@@ -33,7 +33,10 @@ class GuardedDevice:
         self._lock = threading.Lock()
 
     def __getattr__(self, name: str):
-        attr = getattr(self._device, name)
+        """The device's attribute; a method comes wrapped, and the wrapper is kept on this
+        object so later look-ups find it directly (one wrapper per method, not per call)."""
+        device = self._device
+        attr = getattr(device, name)
         if not callable(attr):
             return attr
 
@@ -41,11 +44,12 @@ class GuardedDevice:
             known = self.lost or self._unsupported.get(name)
             if known is not None:  # a fresh exception: others may be raising the same one
                 raise NvmlError(known.code, known.function)
-            try:
-                return attr(*args, **kwargs)
+            try:  # looked up per call: the device's own attribute stays the one called
+                return getattr(device, name)(*args, **kwargs)
             except NvmlError as exc:
                 self._note(name, exc)
                 raise
+        self.__dict__[name] = call
         return call
 
     def _note(self, name: str, exc: NvmlError) -> None:

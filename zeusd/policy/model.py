@@ -116,6 +116,9 @@ class Decision:
     share_leases: bool = False
 
 
+_KEPT_READ_DECISIONS = 4096
+
+
 @dataclass(frozen=True)
 class Policy:
     """A parsed policy file, frozen. Decisions read nothing but this object; the
@@ -130,9 +133,11 @@ class Policy:
     path: str = ""  # the file it came from, or would have come from
     warnings: tuple[str, ...] = field(default=(), compare=False)
     _index: RuleIndex = field(init=False, repr=False, compare=False)
+    _reads: dict = field(init=False, repr=False, compare=False)  # read decisions made so far
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", RuleIndex(self.rules))
+        object.__setattr__(self, "_reads", {})
 
     def first_match(self, caller: Caller, gpu_index: int | None) -> Rule | None:
         """The first rule (file order) that names this caller and covers this GPU."""
@@ -148,8 +153,18 @@ class Policy:
         return count_decision(_decide.decide_change(self, caller, change))
 
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
-        """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``."""
-        return count_decision(_decide.decide_read(self, caller, group, gpu_index))
+        """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``.
+        A read decision depends on nothing but this frozen policy and its arguments, and a
+        client asks the same one again and again (a monitor polling power): it is kept."""
+        key = (caller, caller.error, group, gpu_index)  # error: compare=False in Caller
+        reads = self._reads
+        decision = reads.get(key)
+        if decision is None:
+            decision = _decide.decide_read(self, caller, group, gpu_index)
+            if len(reads) >= _KEPT_READ_DECISIONS:
+                reads.clear()  # many callers (pids): start over rather than grow
+            reads[key] = decision
+        return count_decision(decision)
 
     def summary_for(self, caller: Caller) -> dict:
         """What this caller may do, for the /discover "policy" key (json-able)."""

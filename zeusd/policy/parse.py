@@ -8,7 +8,6 @@ can be found, and the key path (`rule "ml-team".power_limit_w`).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import logging
 import re
@@ -105,6 +104,8 @@ def _check_keys(table: object, known: tuple, context: _Context, where: tuple, pa
 def _hint(key: str, known: tuple) -> str:
     if key == "power_limit_mw":
         return " (the file gives power in watts: power_limit_w = [min, max])"
+    import difflib  # only for a misspelt key: not on the way to serving
+
     close = difflib.get_close_matches(key, known, n=1)
     suggestion = f'did you mean "{close[0]}"? ' if close else ""
     return f" ({suggestion}known keys: {', '.join(known)})"

@@ -89,10 +89,12 @@ class GpuControl:
                 raise UnknownDevice(f"GPU index {index} does not exist.")
 
     def change(self, caller: Caller, changes: list[GpuChange], block: bool,
-               pin_owner=None) -> None:
+               pin_owner=None, after_response=None) -> None:
         """Check the GPUs exist, decide all, lease all, then run (block) or queue (non-block).
         ``pin_owner`` (from the transport) pins the calling process for a lease; None: the
-        caller has no process (TCP) or leases are off. Raises ZeusdError."""
+        caller has no process (TCP) or leases are off. ``after_response`` (from the
+        transport) lets a non-blocking write to an idle GPU run on this request's thread
+        once its answer is sent, instead of on the GPU's thread. Raises ZeusdError."""
         self._check_gpus(sorted({c.gpu_index for c in changes}))
         policy = self.policy_store.current  # one policy decides the whole request
         by_index = {}
@@ -110,7 +112,7 @@ class GpuControl:
         leases = self.leasing.begin(caller, pin_owner, by_index)
         job = self._job(caller, by_index, leases, policy.hash)
         try:
-            self._run(caller, by_index, leases, job, policy.hash, block)
+            self._run(caller, by_index, leases, job, policy.hash, block, after_response)
         except BaseException:  # a job not started now never will be: its leases end here
             for gpu_leases in leases.values():
                 gpu_leases.abort_unclaimed()
@@ -135,7 +137,8 @@ class GpuControl:
             self._audit(caller, change, decision, policy_hash, old, "applied")
         return job
 
-    def _run(self, caller, by_index, leases, job, policy_hash, block) -> None:
+    def _run(self, caller, by_index, leases, job, policy_hash, block,
+             after_response=None) -> None:
         name = next(iter(by_index.values()))[0].operation
         if block:
             self.manager.run_all(by_index, job, name)
@@ -147,7 +150,7 @@ class GpuControl:
             self._audit(caller, change, decision, policy_hash, None, f"dropped: {reason}")
 
         self.manager.submit_all(by_index, job, name, self._deferred_error(caller, name),
-                                on_drop=dropped)
+                                on_drop=dropped, after_response=after_response)
     def _current_value(self, change: GpuChange) -> OldValue | None:
         """The value a denied change would have replaced, read in the GPU's turn."""
         try:

@@ -20,7 +20,9 @@ limit every request for the GPU is answered 504 at once; a GPU that was slow
 (``SLOW_CALL_S``) or is busy gets no inline calls; a request for several GPUs (a read of
 all GPUs must skip a hung one) never runs inline; and at most ``max_inline_calls`` HTTP
 threads are inside driver calls at once, so a driver hanging on every GPU can take no
-more workers than that from the server. Non-blocking writes are always queued.
+more workers than that from the server. A non-blocking write to one idle GPU takes the
+GPU the same way when it is accepted and runs on the request's thread just after the
+answer is sent (the transport's ``after_response``); otherwise it is queued.
 
 Measurement reads (power, energy) do not queue at all: see ``flights``.
 """
@@ -261,6 +263,25 @@ class GpuWorker:
             self._queued += 1
         return True
 
+    def take_idle(self) -> bool:
+        """``try_inline`` for a request not yet counted as waiting, in one pass: True only
+        when the GPU is healthy and idle (not stopping, lost, hung or slow; nothing queued,
+        running or waiting). Otherwise False, and the general path decides and words any
+        refusal. On True the caller must ``run_inline``."""
+        if self.stopping or self.device.lost is not None:
+            return False
+        if self.flights.longest()[1] >= self.call_timeout_s:
+            return False  # a read beside the queue hangs: the general path answers 504
+        with self._count_lock:
+            if self._queued or self._waiting or self.is_slow() \
+                    or not self._run_lock.acquire(blocking=False):
+                return False
+            if not self.budget.take():
+                self._run_lock.release()
+                return False
+            self._queued += 1
+        return True
+
     def run_inline(self, job: Job, name: str):
         """Run a command taken with ``try_inline`` on this thread; its error is raised."""
         self._current_name = name
@@ -343,6 +364,15 @@ class GpuWorker:
             pending.done.release()
             if pending.error is not None and pending.on_error is not None:
                 pending.on_error(self.device.index, pending.error)
+
+
+def _run_taken(worker: GpuWorker, job: Job, name: str, on_error) -> None:
+    """A non-blocking command whose GPU was taken (``take_idle``) when it was accepted."""
+    try:
+        worker.run_inline(job, name)
+    except BaseException as exc:  # noqa: BLE001 - nobody waits for it: report, as queued
+        if on_error is not None:
+            on_error(worker.device.index, exc)
 
 
 class GpuManager:
@@ -488,6 +518,13 @@ class GpuManager:
         """Check, count as waiting, run: a command inline or queued, a read in a flight.
         Without ``skip_unavailable`` a GPU that cannot take it fails the whole request
         before anything is queued."""
+        if len(indices) == 1 and not beside and self._may_inline():
+            worker = self._workers[indices[0]]
+            if worker.take_idle():  # the common case, in the fewest steps
+                try:
+                    return {indices[0]: worker.run_inline(job, name)}, {}
+                except BaseException as exc:  # noqa: BLE001 - mapped per GPU
+                    return {}, {indices[0]: device_error(exc)}
         errors: dict[int, ZeusdError] = {}
         waiting: list[int] = []
         try:
@@ -591,13 +628,23 @@ class GpuManager:
             raise exc.errors[index] from None
 
     def submit_all(self, indices: Iterable[int], job: Job, name: str, on_error,
-                   on_drop=None) -> None:
+                   on_drop=None, after_response=None) -> None:
         """Queue ``job`` on every GPU and return at once (block=false).
 
         All queues are checked for room first so a flood gets QueueFull before any is queued.
-        A later failure is handed to ``on_error(index, exc)``."""
+        A later failure is handed to ``on_error(index, exc)``.
+
+        With ``after_response`` (the transport's), a write to ONE idle GPU is not handed to
+        the GPU's thread: the GPU is taken now, as for an inline command (so anything that
+        arrives later queues behind it: FIFO), and the job is given to ``after_response``,
+        which runs it on the request's own thread right after the answer is on its way."""
         indices = list(indices)
         self._check_room(indices)
+        if after_response is not None and len(indices) == 1:
+            worker = self._workers[indices[0]]
+            if worker.take_idle():
+                after_response(lambda: _run_taken(worker, job, name, on_error))
+                return
         for i in indices:
             self.submit(i, job, name, on_error=on_error, on_drop=on_drop)
 

@@ -12,13 +12,14 @@ import json
 import logging
 import select
 import socket
+import threading
 import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 from waitress.task import ErrorTask, ThreadedTaskDispatcher, WSGITask
 
-from ..identity import ENVIRON_KEY, PEER_CLOSED_KEY, PIN_OWNER_KEY, Caller
+from ..identity import AFTER_RESPONSE_KEY, ENVIRON_KEY, PEER_CLOSED_KEY, PIN_OWNER_KEY, Caller
 from ..service import deadline
 from ..service.idle import ACTIVITY
 from ..limits import ServeLimits
@@ -28,11 +29,39 @@ from .peercred import unix_peer
 
 log = logging.getLogger(__name__)
 TCP_CALLER = Caller(transport="tcp")
+SWEEP_INTERVAL_S = 1  # how often the read and idle deadlines are checked (waitress wants an int)
 _HUNG_UP = select.POLLHUP | select.POLLERR | select.POLLNVAL
+# What the request this worker thread just served asked to run after its response: handed
+# from PeerTask.service to PeerChannel.service, both on this thread, one inside the other.
+_AFTER_RESPONSE = threading.local()
 
 
 class PeerTask(WSGITask):
     _waiting_since: float | None = None  # when _stalled() first saw output waiting
+    _after: list | None = None  # what the app asked to run once the response is sent
+
+    def service(self):
+        try:
+            super().service()  # the response is now in the channel's buffer
+        finally:
+            after, self._after = self._after, None
+            if after:
+                self._send_now()
+                _AFTER_RESPONSE.runs = after  # run by PeerChannel.service, next
+
+    def _send_now(self) -> None:
+        """Hand the buffered response to the socket from this thread (as waitress does with
+        output past ``send_bytes``) rather than at the event loop's next turn, so the client
+        has its answer while the work it asked for runs."""
+        channel = self.channel
+        if channel.connected and channel.total_outbufs_len:
+            with channel.outbuf_lock:
+                channel._flush_exception(channel._flush_some, do_close=False)
+
+    def _after_response(self, run) -> None:
+        if self._after is None:
+            self._after = []
+        self._after.append(run)
 
     def execute(self):
         # The request's whole stay is bounded from when its last byte arrived, so the
@@ -50,6 +79,7 @@ class PeerTask(WSGITask):
         environ = super().get_environment()
         environ[ENVIRON_KEY] = self.channel.zeusd_caller
         environ[PEER_CLOSED_KEY] = self._peer_closed
+        environ[AFTER_RESPONSE_KEY] = self._after_response
         caller = self.channel.zeusd_caller
         if caller.transport == "unix" and caller.known:  # a process to own leases (TCP: none)
             environ[PIN_OWNER_KEY] = self._pin_owner
@@ -162,25 +192,42 @@ class PeerChannel(HTTPChannel):
         if self.request is None and data:
             self._reading_since = now
         result = super().received(data)
-        for request in self.requests[before:]:
-            request.zeusd_received_at = now
+        if len(self.requests) > before:  # a whole request arrived: the connection is in use
+            self._idle_since = now
+            for request in self.requests[before:]:
+                request.zeusd_received_at = now
         if self.request is None:
             self._reading_since = None
         return result
 
-    def readable(self):
-        now = time.monotonic()
+    def check_deadlines(self, now: float) -> None:
+        """Enforce the read and idle deadlines; called from the event loop by the listener's
+        sweep (``_sweep``, once a second) rather than on every turn of the loop, where it
+        would cost every connection a clock read per request served on any of them."""
         if self.requests:  # a request is being served: not idle, not reading
             self._idle_since = now
         elif self._reading_since is not None:
             if now - self._reading_since > self.limits.request_read_timeout_s:
                 self._give_up(408, "Request Timeout", "the request did not arrive within "
                               f"{self.limits.request_read_timeout_s:g} s")
-                return False
         elif now - self._idle_since > self.limits.idle_timeout_s:
             self.will_close = True  # an idle keep-alive connection: close it quietly
-            return False
-        return super().readable()
+
+    def service(self):
+        """Serve one request, then run what it asked to run after its response: by then
+        waitress has finished with the request, so the connection's next request is read
+        and served (by another worker) while this thread does that work."""
+        try:
+            super().service()
+        finally:
+            runs = getattr(_AFTER_RESPONSE, "runs", None)
+            if runs:
+                _AFTER_RESPONSE.runs = None
+                for run in runs:
+                    try:
+                        run()
+                    except Exception as exc:  # noqa: BLE001 - the answer is sent: log it
+                        log.error("work run after a response failed: %r", exc)
 
     def _give_up(self, status: int, reason: str, why: str) -> None:
         """Answer ``status`` and close, from the event loop (no worker involved)."""
@@ -253,7 +300,7 @@ def waitress_adjustments(limits: ServeLimits, max_body_bytes: int) -> dict:
             "max_request_body_size": max_body_bytes + 1,  # waitress refuses at >= this
             "max_request_header_size": 32 * 1024,
             "channel_timeout": max(int(limits.idle_timeout_s) + 1, 1),
-            "cleanup_interval": 5,
+            "cleanup_interval": SWEEP_INTERVAL_S,
             "asyncore_use_poll": True}
 
 
@@ -283,10 +330,25 @@ def _listener(app, sock: socket.socket, server_map: dict, dispatcher, threads: i
               adjustments: dict) -> BaseWSGIServer:
     """One waitress listener on ``sock`` (registered in ``server_map``), using PeerChannel."""
     sock.setblocking(False)
+    # clear_untrusted_proxy_headers=False: no proxy is trusted and zeusd reads no forwarded
+    # header (who calls comes from the socket, never from a header), so waitress's middleware
+    # that deletes them would only cost every request its pass over the environ.
     server = create_server(app, map=server_map, _dispatcher=dispatcher, sockets=[sock],
                            threads=threads, ident="zeusd",
-                           clear_untrusted_proxy_headers=True, **adjustments)
+                           clear_untrusted_proxy_headers=False, **adjustments)
     if not isinstance(server, BaseWSGIServer):  # pragma: no cover - one socket, one server
         raise RuntimeError("waitress did not create a single listener")
     server.channel_class = PeerChannel
+    server.maintenance = functools.partial(_sweep, server, server.maintenance)
     return server
+
+
+def _sweep(server, waitress_maintenance, now: float) -> None:
+    """waitress calls its listener's maintenance every ``cleanup_interval`` seconds from the
+    event loop; ours also enforces each connection's read and idle deadlines."""
+    waitress_maintenance(now)
+    monotonic_now = time.monotonic()
+    for channel in list(server.active_channels.values()):
+        check = getattr(channel, "check_deadlines", None)
+        if check is not None:
+            check(monotonic_now)
