@@ -59,10 +59,12 @@ class GpuLeases:
 
 
 class Leasing:
-    """Lease changes for the GPU write path; ``book`` None means leases are off."""
+    """Lease changes for the GPU write path; ``book`` None means leases are off (what the
+    daemon last wrote to each knob is then remembered here, for the same purpose)."""
 
     def __init__(self, book) -> None:
         self.book = book
+        self._written: dict[tuple[int, str], object] = {}  # leases off: (gpu, knob) -> value
 
     def begin(self, caller: Caller, pin_owner, by_index: dict) -> dict[int, GpuLeases]:
         """Every GPU's lease changes, or none (a refusal on one GPU aborts the others)."""
@@ -78,7 +80,7 @@ class Leasing:
 
     def _begin_gpu(self, caller, pin_owner, change: GpuChange, decision) -> GpuLeases:
         if self.book is None:
-            return GpuLeases([], None)
+            return self._remembering(change)
         changes, olds = [], []
         try:
             for knob, value in change.knob_values():
@@ -89,6 +91,18 @@ class Leasing:
         except BaseException:
             GpuLeases(changes, None).abort_unclaimed()
             raise
+        return GpuLeases(changes, None if None in olds else _joined(olds))
+
+    def _remembering(self, change: GpuChange) -> GpuLeases:
+        """Leases off: no lease, but the old value comes from what the daemon last wrote,
+        as with leases on, and what this change writes is remembered once it is applied."""
+        changes, olds = [], []
+        for knob, value in change.knob_values():
+            key = (change.gpu_index, knob)
+            known = self._written.get(key, NO_READING)
+            changes.append(_Remember(self._written, key, value))
+            olds.append(None if known is NO_READING else
+                        OldValue(knob_text(knob, known), FROM_LAST_WRITE))
         return GpuLeases(changes, None if None in olds else _joined(olds))
 
     def _begin_knob(self, caller, pin_owner, change, knob, value, decision):
@@ -107,6 +121,23 @@ class Leasing:
             raise LeaseUnrecorded(f"the lease for GPU {change.gpu_index} {knob} could not be "
                                   f"recorded ({exc.strerror or exc}), so nothing was changed") \
                 from None
+
+
+class _Remember:
+    """A change without a lease (leases off) whose value is remembered once applied, and
+    forgotten when whether it was applied is unknown."""
+
+    opening = False
+
+    def __init__(self, written: dict, key: tuple[int, str], value) -> None:
+        self.written, self.key, self.value = written, key, value
+
+    def commit(self) -> None:
+        self.written[self.key] = self.value
+
+    def abort(self, maybe_applied: bool = False) -> None:
+        if maybe_applied:
+            self.written.pop(self.key, None)
 
 
 class _NoLease:
