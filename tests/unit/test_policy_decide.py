@@ -315,3 +315,17 @@ def test_kept_read_decisions_are_exact_per_caller_and_still_counted(policy):
     assert [policy.decide_read(c, ops.GPU_READ, 0).message for c in unknown] == [
         f"zeusd could not tell who the caller is ({why}), so it denies the request"
         for why in ("one", "two")]
+
+
+def test_a_kept_change_decision_still_checks_every_value_against_the_range(policy):
+    alice = unix_caller(1001)
+    decisions = [policy.decide_change(alice, power(mw)) for mw in
+                 (300000, 650000, 450000, 199999, 300000)]
+    assert [d.allowed for d in decisions] == [True, False, True, False, True]
+    assert {d.rule for d in decisions} == {"ml-team"}
+    assert decisions[3].message == ("power_limit_mw 199999 is outside the range 200000-450000 "
+                                    "that rule 'ml-team' allows uid 1001 on GPU 0")
+    # Another GPU, operation or caller is decided on its own.
+    assert policy.decide_change(alice, power(300000, gpu=2)).rule == "ml-team-anywhere"
+    assert not policy.decide_change(alice, power(300000, gpu=2)).allowed
+    assert not policy.decide_change(unix_caller(1002), power(300000)).allowed

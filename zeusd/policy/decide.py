@@ -32,20 +32,43 @@ def _where(gpu_index: int | None, group: str | None = None) -> str:
     return "all GPUs" if gpu_index is None else f"GPU {gpu_index}"
 
 
+# What ``granting`` finds: the decision, and (for an allowed operation) the rule and grant
+# whose ranges the change's values must still fit; rule and grant are None when final.
+Granting = tuple[Decision, "Rule | None", "Grant | None"]
+
+
 def decide_change(policy: Policy, caller: Caller, change: GpuChange) -> Decision:
     """Decide one change on one GPU; the daemon asks once per listed GPU."""
+    return settle(policy, caller, change,
+                  granting(policy, caller, change.operation, change.gpu_index))
+
+
+def granting(policy: Policy, caller: Caller, operation: str, gpu_index: int) -> Granting:
+    """The part of a change's decision its values do not enter: root, an unknown caller or
+    an operation the matching rule does not grant are final; an allowed operation comes
+    with the grant whose ranges ``settle`` then checks the values against."""
     early = _fixed_decision(caller, policy.root_restore_on_exit)
     if early is not None:
-        return early
-    rule = policy.first_match(caller, change.gpu_index)
+        return early, None, None
+    rule = policy.first_match(caller, gpu_index)
     grant = rule.grant if rule is not None else policy.defaults
     name = rule.name if rule is not None else policy.default_rule
-    if change.operation not in grant.operations:
-        message = _not_granted(policy, rule, caller, change.operation, _where(change.gpu_index))
-        return Decision(False, name, message, grant.restore_on_exit)
+    if operation not in grant.operations:
+        message = _not_granted(policy, rule, caller, operation, _where(gpu_index))
+        return Decision(False, name, message, grant.restore_on_exit), None, None
+    allowed = Decision(True, name, "", grant.restore_on_exit, share_leases=grant.share_leases)
+    return allowed, rule, grant
+
+
+def settle(policy: Policy, caller: Caller, change: GpuChange, granted: Granting) -> Decision:
+    """The decision for ``change`` given what ``granting`` found for its caller, GPU and
+    operation: the grant's ranges decide its values."""
+    decision, rule, grant = granted
+    if grant is None:
+        return decision
     problem = _out_of_range(grant, change)
     if problem is None:
-        return Decision(True, name, "", grant.restore_on_exit, share_leases=grant.share_leases)
+        return decision
     return _range_denial(policy, caller, change, rule, grant, problem)
 
 

@@ -116,7 +116,7 @@ class Decision:
     share_leases: bool = False
 
 
-_KEPT_READ_DECISIONS = 4096
+_KEPT_DECISIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -133,11 +133,11 @@ class Policy:
     path: str = ""  # the file it came from, or would have come from
     warnings: tuple[str, ...] = field(default=(), compare=False)
     _index: RuleIndex = field(init=False, repr=False, compare=False)
-    _reads: dict = field(init=False, repr=False, compare=False)  # read decisions made so far
+    _kept: dict = field(init=False, repr=False, compare=False)  # see _keep
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_index", RuleIndex(self.rules))
-        object.__setattr__(self, "_reads", {})
+        object.__setattr__(self, "_kept", {})
 
     def first_match(self, caller: Caller, gpu_index: int | None) -> Rule | None:
         """The first rule (file order) that names this caller and covers this GPU."""
@@ -149,22 +149,35 @@ class Policy:
         return None
 
     def decide_change(self, caller: Caller, change: GpuChange) -> Decision:
-        """Decide one change on one GPU; the daemon asks once per listed GPU."""
-        return count_decision(_decide.decide_change(self, caller, change))
+        """Decide one change on one GPU; the daemon asks once per listed GPU. Which rule
+        grants the caller the operation on the GPU is kept (``_keep``); the values are
+        checked against its ranges every time."""
+        key = ("change", caller, caller.error, change.operation, change.gpu_index)
+        granted = self._kept.get(key)
+        if granted is None:
+            granted = self._keep(key, _decide.granting(self, caller, change.operation,
+                                                       change.gpu_index))
+        return count_decision(_decide.settle(self, caller, change, granted))
 
     def decide_read(self, caller: Caller, group: str, gpu_index: int | None) -> Decision:
-        """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``.
-        A read decision depends on nothing but this frozen policy and its arguments, and a
-        client asks the same one again and again (a monitor polling power): it is kept."""
-        key = (caller, caller.error, group, gpu_index)  # error: compare=False in Caller
-        reads = self._reads
-        decision = reads.get(key)
+        """Decide a read of ``group`` ("gpu-read"/"cpu-read"), see ``decide.decide_read``;
+        kept (``_keep``)."""
+        key = ("read", caller, caller.error, group, gpu_index)
+        decision = self._kept.get(key)
         if decision is None:
-            decision = _decide.decide_read(self, caller, group, gpu_index)
-            if len(reads) >= _KEPT_READ_DECISIONS:
-                reads.clear()  # many callers (pids): start over rather than grow
-            reads[key] = decision
+            decision = self._keep(key, _decide.decide_read(self, caller, group, gpu_index))
         return count_decision(decision)
+
+    def _keep(self, key: tuple, found):
+        """Remember what a decision found. It depends on nothing but this frozen policy and
+        the key (the whole caller, its error text included, which Caller leaves out of its
+        equality), and a client asks the same again and again: a Zeus client setting its
+        power limit, a monitor polling power. Bounded: many callers (pids) start it over."""
+        kept = self._kept
+        if len(kept) >= _KEPT_DECISIONS:
+            kept.clear()
+        kept[key] = found
+        return found
 
     def summary_for(self, caller: Caller) -> dict:
         """What this caller may do, for the /discover "policy" key (json-able)."""

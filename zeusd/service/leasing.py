@@ -15,6 +15,7 @@ replaces (``OldValue.source`` says where the value came from).
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 
@@ -101,8 +102,7 @@ class Leasing:
             key = (change.gpu_index, knob)
             known = self._written.get(key, NO_READING)
             changes.append(_Remember(self._written, key, value))
-            olds.append(None if known is NO_READING else
-                        OldValue(knob_text(knob, known), FROM_LAST_WRITE))
+            olds.append(None if known is NO_READING else _last_write(knob, known))
         return GpuLeases(changes, None if None in olds else _joined(olds))
 
     def _begin_knob(self, caller, pin_owner, change, knob, value, decision):
@@ -161,6 +161,12 @@ def _old_value(change: GpuChange, knob: str, known, lease_change) -> OldValue | 
     if known is not NO_READING:
         return OldValue(knob_text(knob, known), FROM_LAST_WRITE)
     return None  # read from the GPU in the job (where it has a getter)
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_write(knob: str, value) -> OldValue:
+    """The old value of a knob zeusd last set to ``value`` (a client alternates a few)."""
+    return OldValue(knob_text(knob, value), FROM_LAST_WRITE)
 
 
 def _joined(olds: list[OldValue]) -> OldValue:
