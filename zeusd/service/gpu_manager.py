@@ -247,15 +247,16 @@ class GpuWorker:
                                   f"not return within {self.call_timeout_s:g} s")
         return flight.answer()
 
-    def try_inline(self) -> bool:
+    def try_inline(self, waiting_self: int = 1) -> bool:
         """Take the GPU for a command run on the caller's thread: only while nothing is
         queued or running, no other request waits for the GPU (under load the GPU's thread
         runs a backlog back to back, cheaper than threads taking turns), the GPU was not
-        slow, and the inline budget allows. On True the caller must ``run_inline`` (which
-        gives everything back)."""
+        slow, and the inline budget allows. ``waiting_self``: 1 when the caller is itself
+        counted as waiting (``start_waiting``). On True the caller must ``run_inline``
+        (which gives everything back)."""
         with self._count_lock:
-            if self._queued or self._waiting > 1 or self.stopping or self.is_slow() \
-                    or not self._run_lock.acquire(blocking=False):
+            if self._queued or self._waiting > waiting_self or self.stopping \
+                    or self.is_slow() or not self._run_lock.acquire(blocking=False):
                 return False
             if not self.budget.take():
                 self._run_lock.release()
@@ -272,15 +273,7 @@ class GpuWorker:
             return False
         if self.flights.longest()[1] >= self.call_timeout_s:
             return False  # a read beside the queue hangs: the general path answers 504
-        with self._count_lock:
-            if self._queued or self._waiting or self.is_slow() \
-                    or not self._run_lock.acquire(blocking=False):
-                return False
-            if not self.budget.take():
-                self._run_lock.release()
-                return False
-            self._queued += 1
-        return True
+        return self.try_inline(waiting_self=0)
 
     def run_inline(self, job: Job, name: str):
         """Run a command taken with ``try_inline`` on this thread; its error is raised."""
