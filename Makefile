@@ -68,10 +68,11 @@ test-oldest: $(VENV)-oldest/.installed compat-clients
 e2e:
 	sh tests/e2e/run.sh
 
-## Latency/throughput against a bare waitress+Falcon app, the cost of a 50-rule policy, and how
+## Latency/throughput and server CPU per request against a bare waitress+Falcon app, the cost of a 50-rule policy, and how
 ## soon a SIGKILLed owner's leases are restored.
 bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
+	$(PY) bench/bench_server_cpu.py
 	$(PY) bench/bench_api.py --energy --rounds 5
 	$(PY) bench/bench_energy.py
 	$(PY) bench/bench_policy.py --rules 50
