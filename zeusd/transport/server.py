@@ -220,6 +220,7 @@ class PeerChannel(HTTPChannel):
         try:
             super().service()
         finally:
+            self._idle_since = time.monotonic()  # idle from the end of its last request
             runs = getattr(_AFTER_RESPONSE, "runs", None)
             if runs:
                 _AFTER_RESPONSE.runs = None
