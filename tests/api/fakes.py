@@ -105,7 +105,11 @@ class FakeHub(Scripted):
 
 
 class Rig:
-    """A TestClient over the real app and fake services, calling as ``caller``."""
+    """A TestClient over the real app and fake services, calling as ``caller``.
+    ``fast_lane`` (class default set per test by conftest.py: every API test runs both
+    ways): serve the hot routes through the fast lane, or every request through Falcon."""
+
+    fast_lane = True
 
     def __init__(self, groups=ALL_GROUPS, signing_key=None, caller: Caller = ALICE,
                  streams: bool = True) -> None:
@@ -116,7 +120,7 @@ class Rig:
         self.app = create_app(enabled_groups=frozenset(groups), signing_key=signing_key,
                               discovery=self.discovery, gpu_control=self.control,
                               gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
-                              streams_hub=self.hub)
+                              streams_hub=self.hub, fast_lane=self.fast_lane)
         self.client = testing.TestClient(self.app)
 
     def request(self, method: str, path: str, **kwargs) -> testing.Result:

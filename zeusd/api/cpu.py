@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from .. import operations as ops
 from .params import parse_bool, parse_id_list, parse_json_body, parse_query, path_index
-from .respond import caller_of, send_json
+from .respond import Answer, caller_of, json_answer, send_json
 
 if TYPE_CHECKING:
     from ..service.reads import CpuReads
@@ -18,11 +19,18 @@ class CpuEnergy:
     def __init__(self, reads: CpuReads) -> None:
         self.reads = reads
 
-    def on_get(self, req, resp) -> None:
-        params = parse_query(req.query_string, ("cpu_ids", "cpu", "dram"), ("cpu", "dram"))
+    def prepare(self, query_string: str):
+        """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
+        params = parse_query(query_string, ("cpu_ids", "cpu", "dram"), ("cpu", "dram"))
         cpu_ids = parse_id_list(params["cpu_ids"], "cpu") if "cpu_ids" in params else None
         cpu, dram = parse_bool(params["cpu"]), parse_bool(params["dram"])
-        send_json(resp, self.reads.cumulative_energy(caller_of(req), cpu_ids, cpu, dram))
+        return functools.partial(self.answer, cpu_ids, cpu, dram)
+
+    def answer(self, cpu_ids, cpu: bool, dram: bool, caller, environ) -> Answer:
+        return json_answer(self.reads.cumulative_energy(caller, cpu_ids, cpu, dram))
+
+    def on_get(self, req, resp) -> None:
+        self.prepare(req.query_string)(caller_of(req), req.env).to_falcon(resp)
 
 
 class CpuPower:
@@ -31,10 +39,17 @@ class CpuPower:
     def __init__(self, reads: CpuReads) -> None:
         self.reads = reads
 
-    def on_get(self, req, resp) -> None:
-        params = parse_query(req.query_string, ("cpu_ids",), ())
+    def prepare(self, query_string: str):
+        """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
+        params = parse_query(query_string, ("cpu_ids",), ())
         cpu_ids = parse_id_list(params["cpu_ids"], "cpu") if "cpu_ids" in params else None
-        send_json(resp, self.reads.power(caller_of(req), cpu_ids))
+        return functools.partial(self.answer, cpu_ids)
+
+    def answer(self, cpu_ids, caller, environ) -> Answer:
+        return json_answer(self.reads.power(caller, cpu_ids))
+
+    def on_get(self, req, resp) -> None:
+        self.prepare(req.query_string)(caller_of(req), req.env).to_falcon(resp)
 
 
 class LegacyCpuDram:

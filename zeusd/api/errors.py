@@ -17,7 +17,7 @@ from ..errors import (AggregatedError, DeviceFailure, GpuBusy, GpuLost, GpuTimed
                       InvalidValue, KnobHeld, LeaseUnrecorded, NotEnabled, NvmlFailure,
                       PolicyDenied, QueueFull, ScopeMissing, ShuttingDown, StreamLimit,
                       Unauthenticated, ZeusdError)
-from .respond import send_json, send_text
+from .respond import Answer, json_answer, send_json, send_text
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,18 @@ def headers_of(err: ZeusdError) -> dict[str, str]:
     return next((HEADERS[cls] for cls in type(err).__mro__ if cls in HEADERS), {})
 
 
+def error_answer(err: ZeusdError) -> Answer:
+    """The JSON answer to ``err`` (Falcon's handler and the fast lane both send this)."""
+    return json_answer(body_of(err), status_of(err), tuple(headers_of(err).items()))
+
+
+def unexpected_answer(method: str, path: str, ex: Exception) -> Answer:
+    """A bug's answer: never a traceback to the client; the type for the operator."""
+    log.error("internal error in %s %s: %s: %s", method, path, type(ex).__name__, ex)
+    log.debug("traceback", exc_info=ex)
+    return json_answer({"error": "Internal server error"}, 500)
+
+
 def mark_legacy(req: falcon.Request, resource) -> None:
     """Called once the gate let the request through to ``resource``: from here on its
     errors take the resource's shape (the gate's own 401/403/404 stay JSON)."""
@@ -80,9 +92,7 @@ def zeusd_error(req, resp, ex: ZeusdError, params) -> None:
             ex = next(iter(ex.errors.values()))
         send_text(resp, ex.message, status_of(ex))
         return
-    for name, value in headers_of(ex).items():
-        resp.set_header(name, value)
-    send_json(resp, body_of(ex), status_of(ex))
+    error_answer(ex).to_falcon(resp)
 
 
 def http_error(req, resp, ex: falcon.HTTPError, params) -> None:
@@ -93,10 +103,7 @@ def http_error(req, resp, ex: falcon.HTTPError, params) -> None:
 
 
 def unexpected(req, resp, ex: Exception, params) -> None:
-    # Never let a traceback reach the client; keep the type for the operator.
-    log.error("internal error in %s %s: %s: %s", req.method, req.path, type(ex).__name__, ex)
-    log.debug("traceback", exc_info=ex)
-    send_json(resp, {"error": "Internal server error"}, 500)
+    unexpected_answer(req.method, req.path, ex).to_falcon(resp)
 
 
 def install(app: falcon.App) -> None:

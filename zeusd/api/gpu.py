@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
-
 from typing import TYPE_CHECKING
 
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_bool, parse_id_list, parse_query, parse_u32
-from .respond import after_response_of, caller_of, pin_owner_of, send_empty, send_json
+from .respond import EMPTY, Answer, after_response_in, caller_of, json_answer, pin_owner_in
 
 if TYPE_CHECKING:
     from ..service.gpu_control import GpuControl
     from ..service.reads import GpuReads
-
 
 
 def build_changes(operation: str, gpu_ids: list[int], values: dict[str, str]) -> list[GpuChange]:
@@ -34,15 +33,23 @@ class GpuWrite:
         self.value_names = ops.GPU_OPERATIONS[operation].params
         self.allowed = ("gpu_ids", "block", *self.value_names)
 
-    def on_post(self, req, resp) -> None:
-        params = parse_query(req.query_string, self.allowed, self.allowed)
+    def prepare(self, query_string: str):
+        """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer`` that
+        serves this query for any caller, so the fast lane parses a query only once."""
+        params = parse_query(query_string, self.allowed, self.allowed)
         gpu_ids = parse_id_list(params["gpu_ids"], "gpu")
         block = parse_bool(params["block"])
         values = {name: params[name] for name in self.value_names}
         changes = build_changes(self.operation, gpu_ids, values)
-        self.control.change(caller_of(req), changes, block, pin_owner_of(req),
-                            after_response_of(req))
-        send_empty(resp)
+        return functools.partial(self.answer, changes, block)
+
+    def answer(self, changes: list[GpuChange], block: bool, caller, environ) -> Answer:
+        self.control.change(caller, changes, block, pin_owner_in(environ),
+                            after_response_in(environ))
+        return EMPTY
+
+    def on_post(self, req, resp) -> None:
+        self.prepare(req.query_string)(caller_of(req), req.env).to_falcon(resp)
 
 
 UNAVAILABLE_HEADER = "Zeusd-Unavailable-Gpus"
@@ -54,14 +61,22 @@ class GpuRead:
     def __init__(self, reads: GpuReads, method: str) -> None:
         self.read = getattr(reads, method)
 
-    def on_get(self, req, resp) -> None:
-        params = parse_query(req.query_string, ("gpu_ids",), ())
+    def prepare(self, query_string: str):
+        """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
+        params = parse_query(query_string, ("gpu_ids",), ())
         gpu_ids = parse_id_list(params["gpu_ids"], "gpu") if "gpu_ids" in params else None
-        body = self.read(caller_of(req), gpu_ids)
+        return functools.partial(self.answer, gpu_ids)
+
+    def answer(self, gpu_ids: list[int] | None, caller, environ) -> Answer:
+        body = self.read(caller, gpu_ids)
         missing = getattr(body, "unavailable", None)
         if missing:  # a header: released clients parse every body key as a GPU id
-            resp.set_header(UNAVAILABLE_HEADER, json.dumps({str(k): v for k, v in missing.items()}))
-        send_json(resp, body)
+            return json_answer(body, headers=((UNAVAILABLE_HEADER, json.dumps(
+                {str(k): v for k, v in missing.items()})),))
+        return json_answer(body)
+
+    def on_get(self, req, resp) -> None:
+        self.prepare(req.query_string)(caller_of(req), req.env).to_falcon(resp)
 
 
 READ_ROUTES = {

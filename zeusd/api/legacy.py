@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .. import operations as ops
 from ..operations import GpuChange
 from .params import parse_json_body, path_index
-from .respond import after_response_of, caller_of, pin_owner_of, send_empty
+from .respond import after_response_in, caller_of, pin_owner_in, send_empty
 
 if TYPE_CHECKING:
     from ..service.gpu_control import GpuControl
@@ -42,8 +42,8 @@ class LegacyGpuWrite:
         body = parse_json_body(req.bounded_stream.read(), self.fields)
         block = body.pop("block")
         change = GpuChange(self.operation, gpu_id, **body)
-        self.control.change(caller_of(req), [change], block, pin_owner_of(req),
-                            after_response_of(req))
+        self.control.change(caller_of(req), [change], block, pin_owner_in(req.env),
+                            after_response_in(req.env))
         send_empty(resp)
 
 

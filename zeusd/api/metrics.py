@@ -44,7 +44,11 @@ class CountRequests:
 
     def process_response(self, req, resp, resource, req_succeeded) -> None:
         route = getattr(req, "uri_template", None) or "unmatched"
-        self.tally.add((req.method, route, str(falcon.http_status_to_code(resp.status))))
+        self.count(req.method, route, falcon.http_status_to_code(resp.status))
+
+    def count(self, method: str, route: str, status: int) -> None:
+        """One answered request (the fast lane counts its own here too)."""
+        self.tally.add((method, route, str(status)))
 
 
 def add_routes(app, service: MetricsService | None) -> None:
