@@ -22,7 +22,8 @@ class Scripted:
         self.calls: list[tuple] = []
 
     def answer(self, method: str, *args):
-        self.calls.append((method, *args))
+        # ids and changes come as tuples (a fast-lane plan shares them): recorded as lists
+        self.calls.append((method, *(list(a) if isinstance(a, tuple) else a for a in args)))
         value = self.answers.get(method)
         if isinstance(value, BaseException):
             raise value

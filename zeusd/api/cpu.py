@@ -6,7 +6,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from .. import operations as ops
-from .params import parse_bool, parse_id_list, parse_json_body, parse_query, path_index
+from .params import optional_ids, parse_bool, parse_json_body, parse_query, path_index
 from .respond import Answer, caller_of, json_answer, send_json
 
 if TYPE_CHECKING:
@@ -22,9 +22,8 @@ class CpuEnergy:
     def prepare(self, query_string: str):
         """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
         params = parse_query(query_string, ("cpu_ids", "cpu", "dram"), ("cpu", "dram"))
-        cpu_ids = parse_id_list(params["cpu_ids"], "cpu") if "cpu_ids" in params else None
         cpu, dram = parse_bool(params["cpu"]), parse_bool(params["dram"])
-        return functools.partial(self.answer, cpu_ids, cpu, dram)
+        return functools.partial(self.answer, optional_ids(params, "cpu"), cpu, dram)
 
     def answer(self, cpu_ids, cpu: bool, dram: bool, caller, environ) -> Answer:
         return json_answer(self.reads.cumulative_energy(caller, cpu_ids, cpu, dram))
@@ -42,8 +41,7 @@ class CpuPower:
     def prepare(self, query_string: str):
         """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
         params = parse_query(query_string, ("cpu_ids",), ())
-        cpu_ids = parse_id_list(params["cpu_ids"], "cpu") if "cpu_ids" in params else None
-        return functools.partial(self.answer, cpu_ids)
+        return functools.partial(self.answer, optional_ids(params, "cpu"))
 
     def answer(self, cpu_ids, caller, environ) -> Answer:
         return json_answer(self.reads.power(caller, cpu_ids))

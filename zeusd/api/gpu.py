@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .. import operations as ops
 from ..operations import GpuChange
-from .params import parse_bool, parse_id_list, parse_query, parse_u32
+from .params import optional_ids, parse_bool, parse_id_list, parse_query, parse_u32
 from .respond import EMPTY, Answer, after_response_in, caller_of, json_answer, pin_owner_in
 
 if TYPE_CHECKING:
@@ -40,10 +40,10 @@ class GpuWrite:
         gpu_ids = parse_id_list(params["gpu_ids"], "gpu")
         block = parse_bool(params["block"])
         values = {name: params[name] for name in self.value_names}
-        changes = build_changes(self.operation, gpu_ids, values)
+        changes = tuple(build_changes(self.operation, gpu_ids, values))  # shared: immutable
         return functools.partial(self.answer, changes, block)
 
-    def answer(self, changes: list[GpuChange], block: bool, caller, environ) -> Answer:
+    def answer(self, changes: tuple[GpuChange, ...], block: bool, caller, environ) -> Answer:
         self.control.change(caller, changes, block, pin_owner_in(environ),
                             after_response_in(environ))
         return EMPTY
@@ -64,10 +64,9 @@ class GpuRead:
     def prepare(self, query_string: str):
         """Parse the query (400 if it is bad): a call ``(caller, environ) -> Answer``."""
         params = parse_query(query_string, ("gpu_ids",), ())
-        gpu_ids = parse_id_list(params["gpu_ids"], "gpu") if "gpu_ids" in params else None
-        return functools.partial(self.answer, gpu_ids)
+        return functools.partial(self.answer, optional_ids(params, "gpu"))
 
-    def answer(self, gpu_ids: list[int] | None, caller, environ) -> Answer:
+    def answer(self, gpu_ids: tuple[int, ...] | None, caller, environ) -> Answer:
         body = self.read(caller, gpu_ids)
         missing = getattr(body, "unavailable", None)
         if missing:  # a header: released clients parse every body key as a GPU id

@@ -123,6 +123,13 @@ def parse_id_list(text: str, kind: str) -> list[int]:
     return sorted(ids)
 
 
+def optional_ids(params: dict[str, str], kind: str) -> tuple[int, ...] | None:
+    """``<kind>_ids`` of a parsed query as a tuple (a fast-lane plan shares it between
+    concurrent requests, so it must not change), or None when the query has none (all)."""
+    name = f"{kind}_ids"
+    return tuple(parse_id_list(params[name], kind)) if name in params else None
+
+
 @dataclass(frozen=True)
 class OversizedIndex:
     """ASCII digits in a legacy path that do not fit a u32 (answered 400 by the route)."""
