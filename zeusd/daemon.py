@@ -117,7 +117,7 @@ class Services:
     lease_book: LeaseBook | None = None  # None: leases are off (no lease directory)
     metrics_service: MetricsService | None = None  # only when --enable names "metrics"
 
-    def create_app(self, enabled_groups: frozenset[str]):
+    def create_app(self, enabled_groups: frozenset[str], fast_lane: bool = True):
         from .api.app import create_app
         from .service.lease_view import LeaseService
 
@@ -126,7 +126,8 @@ class Services:
                           gpu_reads=self.gpu_reads, cpu_reads=self.cpu_reads,
                           streams_hub=self.streams_hub, metrics_service=self.metrics_service,
                           leases_service=LeaseService(self.lease_book,
-                                                      self.discovery.policy_store))
+                                                      self.discovery.policy_store),
+                          fast_lane=fast_lane)
 
 
 def _metrics_service(config: ServeConfig, manager, policy_store, auditor, backend_kind: str,

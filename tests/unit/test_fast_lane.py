@@ -115,8 +115,7 @@ class Stack:
         services, _ = build_services(config, PolicyStore(config.policy_path, auditor=auditor),
                                      auditor)
         self.services = services
-        self.app = (services.create_app(config.enabled_groups) if fast
-                    else _falcon_only(services, config.enabled_groups))
+        self.app = services.create_app(config.enabled_groups, fast_lane=fast)
 
     def call(self, caller, method: str, target: str, body) -> tuple:
         path, _, query = target.partition("?")
@@ -151,20 +150,6 @@ class Stack:
         manager = self.services.manager
         return [manager.run_one(i, lambda d: (d.get_power_limit_mw(), d.get_persistence_mode()),
                                 "test: state") for i in manager.indices]
-
-
-def _falcon_only(services, groups):
-    from zeusd.api.app import create_app
-    from zeusd.service.lease_view import LeaseService
-
-    return create_app(enabled_groups=groups, signing_key=services.signing_key,
-                      discovery=services.discovery, gpu_control=services.gpu_control,
-                      gpu_reads=services.gpu_reads, cpu_reads=services.cpu_reads,
-                      streams_hub=services.streams_hub,
-                      metrics_service=services.metrics_service,
-                      leases_service=LeaseService(services.lease_book,
-                                                  services.discovery.policy_store),
-                      fast_lane=False)
 
 
 @pytest.mark.parametrize("groups", ["gpu-control,gpu-read,cpu-read,metrics", "gpu-read"])
