@@ -9,8 +9,8 @@ import falcon
 
 from ..auth.tokens import TokenError, decode
 from ..errors import NotEnabled, ScopeMissing, Unauthenticated
-from ..identity import ENVIRON_KEY, UNKNOWN_UNIX
 from .errors import mark_legacy
+from .respond import caller_in
 
 log = logging.getLogger(__name__)
 _BEARER = "Bearer "
@@ -28,7 +28,7 @@ class Gate:
         mark_legacy(req, resource)
 
     def _admit(self, req: falcon.Request, resource) -> None:
-        caller = req.env.get(ENVIRON_KEY, UNKNOWN_UNIX)
+        caller = caller_in(req.env)  # the one reading of the transport's caller
         req.context.caller = caller
         group = getattr(resource, "group", None)
         if group is not None and group not in self.enabled_groups:
