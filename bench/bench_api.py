@@ -8,8 +8,9 @@ the Unix socket (as Zeus clients connect). Run as root, the clients drop to the
 unprivileged user `nobody`, so zeusd really consults its policy (root would be
 allowed before any rule is read). Cases are interleaved in rounds and the
 median round is printed, with ratios against the bare app measured in the same
-run. With --policy-rules N, the same zeusd process is switched by SIGHUP
-between a one-line policy and one where the caller falls through N rules,
+run: each round's ratio to the bare app of that round, their median over rounds, and
+the quartiles of those ratios (how far the machine moved them). With --policy-rules N,
+the same zeusd process is switched by SIGHUP between a one-line policy and one where the caller falls through N rules,
 round by round, so the comparison is not between two processes.
 With --fixture-latency, each simulated NVML call takes as long as it took on a
 real H200 (the p50s of the probe, e.g. 171 µs to read the power limit, 3 ms to
@@ -216,7 +217,7 @@ def measure(args) -> list:
                         for policy, server, process in servers:
                             process.use(policy)
                             run((server, name), "unix:" + process.socket, method, path)
-                rows.append((clients, {k: _median(v) for k, v in samples.items()}))
+                rows.append((clients, _summary(samples)))
             return rows
         finally:
             for p in procs:
@@ -228,6 +229,26 @@ def _median(results: list[dict]) -> dict:
     return {key: statistics.median(r[key] for r in results) for key in results[0]}
 
 
+def _summary(samples: dict) -> dict:
+    """Per case: the median round's figures, and its ratios to the bare app paired round by
+    round (each round's figure over the bare app's in that same round, the median of those
+    and their spread): the machine's drift between rounds moves both sides of a pair alike."""
+    bare = samples[("bare", "bare 200")]
+    out = {}
+    for key, results in samples.items():
+        p50 = sorted(r["p50_us"] / b["p50_us"] for r, b in zip(results, bare))
+        rps = sorted(r["rps"] / b["rps"] for r, b in zip(results, bare))
+        out[key] = dict(_median(results), p50_ratio=statistics.median(p50),
+                        p50_ratio_low=_quartile(p50, 1), p50_ratio_high=_quartile(p50, 3),
+                        rps_ratio=statistics.median(rps))
+    return out
+
+
+def _quartile(ordered: list[float], which: int) -> float:
+    """The lower (1) or upper (3) quartile, by the nearest rank."""
+    return ordered[min(len(ordered) - 1, (len(ordered) * which) // 4)]
+
+
 def print_table(rows, args) -> None:
     who = "nobody" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -237,17 +258,19 @@ def print_table(rows, args) -> None:
           f"before = {args.compare or '-'}; load average at the end {load}; "
           f"{args.gpus} simulated H200s, fixture latencies "
           f"{'on' if args.fixture_latency else 'off'}")
+    print("# p50/bare, rps/bare: the median over rounds of each round's ratio to the bare app "
+          "in that round; quartiles: the middle half of those ratios (the machine's noise)")
     print(f"{'server':<12} {'clients':>7} {'case':<22} {'p50 us':>8} {'p99 us':>8} "
-          f"{'req/s':>8} {'p50/bare':>9} {'rps/bare':>9} {'p50/1-rule':>11}")
+          f"{'req/s':>8} {'p50/bare':>9} {'quartiles':>10} {'rps/bare':>9} {'p50/1-rule':>11}")
     for clients, results in rows:
-        base = results[("bare", "bare 200")]
         for (server, name), r in results.items():
             plain = results.get(("zeusd", name))
             vs_plain = f"{r['p50_us'] / plain['p50_us']:>11.3f}" if server == "zeusd+rules" \
                 else f"{'':>11}"
+            spread = f"{r['p50_ratio_low']:.2f}-{r['p50_ratio_high']:.2f}"
             print(f"{server:<12} {clients:>7} {name:<22} {r['p50_us']:>8.0f} "
-                  f"{r['p99_us']:>8.0f} {r['rps']:>8.0f} {r['p50_us'] / base['p50_us']:>9.2f} "
-                  f"{r['rps'] / base['rps']:>9.2f} {vs_plain}")
+                  f"{r['p99_us']:>8.0f} {r['rps']:>8.0f} {r['p50_ratio']:>9.2f} {spread:>10} "
+                  f"{r['rps_ratio']:>9.2f} {vs_plain}")
 
 
 def main() -> None:

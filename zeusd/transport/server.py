@@ -131,6 +131,16 @@ class PeerTask(WSGITask):
             channel.limits.idle_timeout_s
 
     def write(self, data):
+        if data and not self.wrote_header and self.complete and self.has_body \
+                and self.content_length == len(data):
+            # The whole body in one piece (every JSON answer): waitress would queue the
+            # header and the body apart, and with its send_bytes of 1 each is its own
+            # send(); as one buffer they leave in one send() and reach the client together.
+            head = self.build_response_header()
+            self.wrote_header = True
+            self.content_bytes_written += len(data)
+            self.channel.write_soon(head + data)
+            return
         super().write(data)
         if data and self.content_length is None:
             # A streamed body (power streams): waitress would send a small chunk only at its
