@@ -74,6 +74,7 @@ bench: venv
 	$(PY) bench/bench_api.py --policy-rules 50 --rounds 5
 	$(PY) bench/bench_server_cpu.py
 	$(PY) bench/request_phases.py
+	$(PY) bench/gc_pauses.py
 	$(PY) bench/bench_api.py --energy --rounds 5
 	$(PY) bench/bench_energy.py
 	$(PY) bench/bench_policy.py --rules 50

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -265,6 +266,7 @@ def _serve(config: ServeConfig) -> int:
     _start_leases(services.lease_book)
     _start_idle_exit(config, services, listeners)
     sdnotify.notify("READY=1")
+    freeze_start_up_objects()
     try:
         server.run()
     finally:
@@ -277,6 +279,17 @@ def _serve(config: ServeConfig) -> int:
         services.cpu_reads.close()
         log.info("zeusd stopped")
     return 0
+
+
+def freeze_start_up_objects() -> None:
+    """Leave what start-up built (modules, the policy, devices, the app) out of every later
+    garbage collection: they live as long as the daemon. Without this, the oldest
+    generation's collection walks them all, a pause of about 10 ms on this daemon every few
+    thousand requests, during which no request is served. No ``gc.collect()`` first: it
+    would cost the first request as long, and start-up leaves little garbage. A frozen
+    object dropped later (the first policy, after a reload) is still freed by its reference
+    count; only one caught in a reference cycle would stay, once."""
+    gc.freeze()
 
 
 def _start_leases(book) -> None:
