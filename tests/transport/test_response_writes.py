@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 from waitress.adjustments import Adjustments
+from waitress.channel import ClientDisconnected
 from waitress.parser import HTTPRequestParser
 from waitress.task import WSGITask
 
@@ -36,6 +37,8 @@ class Recording:
         self.triggers = 0
 
     def write_soon(self, data: bytes) -> int:
+        if not self.connected:  # as waitress's channel: the client is gone
+            raise ClientDisconnected
         self.writes.append(bytes(data))
         return len(data)
 
@@ -116,3 +119,14 @@ def test_a_stream_still_wakes_the_loop_for_each_chunk():
                                                  [b"a", b"b"]))
     assert ours.triggers == 2
     assert b"".join(ours.writes).endswith(b"1\r\na\r\n1\r\nb\r\n0\r\n\r\n")
+
+
+@pytest.mark.parametrize("task_class", [WSGITask, PeerTask])
+def test_a_client_gone_before_the_answer_is_told_as_waitress_tells_it(task_class):
+    channel = Recording(app_answering("200 OK", JSON, [BODY]))
+    channel.connected = False
+    task = task_class(channel, request(GET))
+    with pytest.raises(ClientDisconnected):
+        task.execute()
+    assert not task.wrote_header  # nothing was queued
+    assert channel.writes == []

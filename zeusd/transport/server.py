@@ -136,10 +136,9 @@ class PeerTask(WSGITask):
             # The whole body in one piece (every JSON answer): waitress would queue the
             # header and the body apart, and with its send_bytes of 1 each is its own
             # send(); as one buffer they leave in one send() and reach the client together.
-            head = self.build_response_header()
-            self.wrote_header = True
+            self.channel.write_soon(self.build_response_header() + data)
+            self.wrote_header = True  # once queued, as waitress marks its header
             self.content_bytes_written += len(data)
-            self.channel.write_soon(head + data)
             return
         super().write(data)
         if data and self.content_length is None:
