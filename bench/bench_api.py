@@ -10,8 +10,9 @@ allowed before any rule is read). Cases are interleaved in rounds and the
 median round is printed, with ratios against the bare app measured in the same
 run: each round's ratio to the bare app of that round, their median over rounds, and
 the quartiles of those ratios (how far the machine moved them). With --policy-rules N,
-the same zeusd process is switched by SIGHUP between a one-line policy and one where the caller falls through N rules,
-round by round, so the comparison is not between two processes.
+the same zeusd process is switched by SIGHUP between a one-line policy and one where
+the caller falls through N rules, round by round, so the comparison is not between two
+processes.
 With --fixture-latency, each simulated NVML call takes as long as it took on a
 real H200 (the p50s of the probe, e.g. 171 µs to read the power limit, 3 ms to
 read the energy counter), so the table shows the cost a real node would see.
